@@ -1,0 +1,176 @@
+"""The ``attnsim`` command line: run, theory, phase, report.
+
+Invalid input (config fields, arguments, paths) exits with status 2 and one line on standard error;
+nothing is written before the input has been validated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse prints the usage too)
+        raise _BadInput(f"{self.prog}: {message}")
+
+
+class _BadInput(Exception):
+    pass
+
+
+CONFIG_HELP = ("config file defining get_config() (e.g. configs/demo.py; an argument may follow a colon, "
+               "configs/omega03.py:small). Override any field with --config.FIELD=VALUE, e.g. "
+               "--config.d=200 --config.alphas='(0.5,1.0,2.0)' --config.A=second")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="attnsim", description="Simulate and solve tied low-rank dot-product attention "
+                "(Cui, Behrens, Krzakala, Zdeborova, NeurIPS 2024).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="the empirical sweep: writes WORKDIR/results.csv and test_error.png",
+                         description="Train every run of the config's grid (omega x sigma x lam x alpha x seed x "
+                         "init) and write one row per run to WORKDIR/results.csv, plus WORKDIR/test_error.png. "
+                         "Re-running the same command skips finished runs.")
+    for name, helptext in (("theory", "fixed points of every branch: writes WORKDIR/theory.csv"),
+                           ("phase", "critical lines alpha_c(omega), alpha_l(omega): writes WORKDIR/phase.csv")):
+        sp = sub.add_parser(name, help=helptext, description=helptext)
+        sp.add_argument("--config", required=True, help=CONFIG_HELP)
+        sp.add_argument("--workdir", required=True, help="output folder (created if missing)")
+    run.add_argument("--config", required=True, help=CONFIG_HELP)
+    run.add_argument("--workdir", required=True, help="output folder (created if missing)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="discard the results of a different config found in WORKDIR instead of refusing")
+    rep = sub.add_parser("report", help="figures and tables from what is in WORKDIR",
+                         description="Read WORKDIR/results.csv and write the figures (PNG and PDF).")
+    rep.add_argument("--workdir", required=True, help="folder of an earlier `attnsim run`")
+    return p
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, extra = _parser().parse_known_args(argv)
+        overrides = []
+        for item in extra:
+            if not item.startswith("--config."):
+                raise _BadInput(f"attnsim {args.command}: unrecognized argument {item}")
+            overrides.append(item[len("--config."):])
+        if overrides and not hasattr(args, "config"):
+            raise _BadInput(f"attnsim {args.command}: takes no --config overrides")
+        return _COMMANDS[args.command](args, overrides)
+    except (_BadInput, ValueError) as e:  # ConfigError is a ValueError
+        print(f"attnsim: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("attnsim: interrupted; finished runs are in results.csv", file=sys.stderr)
+        return 130
+
+
+def _prepare_workdir(path: str) -> Path:
+    from attnsim.config import ConfigError
+
+    workdir = Path(path)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / ".attnsim_write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"--workdir {path}: not writable ({e.strerror or e})") from None
+    return workdir
+
+
+# Fields that change what a finished run's numbers mean: a workdir's results are only reused under the same.
+FINGERPRINT_FIELDS = ("d", "L", "r", "r_t", "A", "lam_lin", "lin_input", "seed", "optimizer", "lr", "steps", "n_test")
+
+
+def _run(args, overrides) -> int:
+    from attnsim import config as config_lib
+
+    cfg = config_lib.load_config(args.config, overrides)
+    workdir = _prepare_workdir(args.workdir)
+    results_path = workdir / "results.csv"
+    fingerprint = {f: cfg[f] for f in FINGERPRINT_FIELDS}
+    fp_path = workdir / "config.json"
+    if fp_path.exists() and results_path.exists() and not args.overwrite:
+        old = json.loads(fp_path.read_text()).get("fingerprint", {})
+        new = json.loads(json.dumps(fingerprint))
+        diff = [f for f in FINGERPRINT_FIELDS if old.get(f) != new.get(f)]
+        if diff:
+            f = diff[0]
+            raise config_lib.ConfigError(
+                f"--workdir {workdir}: holds results of a different config ({f}={old.get(f)!r}, now {new.get(f)!r}); "
+                "use another workdir or --overwrite")
+    if args.overwrite and results_path.exists():
+        results_path.unlink()
+    fp_path.write_text(json.dumps({"fingerprint": fingerprint, "config": cfg.to_dict()}, indent=1, default=str))
+    return _sweep(cfg, workdir, results_path)
+
+
+def _sweep(cfg, workdir: Path, results_path: Path) -> int:
+    import pandas as pd
+    from tqdm import tqdm
+
+    from attnsim import plots, sweep
+
+    runs = sweep.expand_grid(cfg)
+    done = pd.read_csv(results_path) if results_path.exists() else None
+    todo = runs
+    if done is not None and len(done):
+        merged = runs.merge(done[sweep.KEY_COLUMNS].drop_duplicates(), on=sweep.KEY_COLUMNS, how="left", indicator=True)
+        todo = runs[(merged["_merge"] == "left_only").to_numpy()]
+    if todo.empty:
+        print(f"attnsim: all {len(runs)} runs already in {results_path}; nothing to do")
+    else:
+        chunks = sweep.plan_chunks(todo, sweep.default_max_batch(cfg))
+        print(f"attnsim: {len(todo)} runs to do ({len(runs) - len(todo)} already done) in {len(chunks)} chunks, "
+              f"padding waste {sweep.padding_waste(todo, chunks):.0%}", file=sys.stderr)
+        engine = sweep.Engine(cfg)
+        start = time.time()
+        with tqdm(total=len(todo), unit="run", disable=None, file=sys.stderr) as bar:
+            for chunk in chunks:
+                rows = engine.run_chunk(todo, chunk)
+                rows.to_csv(results_path, mode="a", header=not results_path.exists(), index=False)
+                bar.update(len(rows))
+        print(f"attnsim: {len(todo)} runs in {time.time() - start:.1f} s -> {results_path}", file=sys.stderr)
+    results = pd.read_csv(results_path)
+    figs = plots.plot_test_error(results, workdir / "test_error.png")
+    n_div = int(results.diverged.sum())
+    if n_div:
+        print(f"attnsim: warning: {n_div} runs diverged (diverged=True in results.csv)", file=sys.stderr)
+    print(f"attnsim: wrote {results_path} and {', '.join(str(f) for f in figs)}")
+    return 0
+
+
+def _theory(args, overrides) -> int:
+    raise _BadInput("attnsim theory: not available yet")
+
+
+def _phase(args, overrides) -> int:
+    raise _BadInput("attnsim phase: not available yet")
+
+
+def _report(args, overrides) -> int:
+    import pandas as pd
+
+    from attnsim import plots
+
+    workdir = Path(args.workdir)
+    results_path = workdir / "results.csv"
+    if not results_path.is_file():
+        raise _BadInput(f"--workdir {workdir}: no results.csv (run `attnsim run` first)")
+    figs = plots.plot_test_error(pd.read_csv(results_path), workdir / "test_error.png")
+    print(f"attnsim: wrote {', '.join(str(f) for f in figs)}")
+    return 0
+
+
+_COMMANDS = {"run": _run, "theory": _theory, "phase": _phase, "report": _report}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -66,7 +66,7 @@ def test_stream(key: jax.Array) -> jax.Array:
 def teacher_mixing(t_NxLxRt: jax.Array, omega, A_LxL: jax.Array) -> jax.Array:
     """T_NxLxL = (1 - omega) softmax(t t^T) + omega A, with t = z Q* / sqrt(d) the teacher's fields."""
     scores = jnp.einsum("nlr,nkr->nlk", t_NxLxRt, t_NxLxRt)
-    return (1.0 - omega) * jax.nn.softmax(scores, axis=-1) + omega * A_LxL
+    return (1.0 - omega) * jax.nn.softmax(scores, axis=-1) + omega * A_LxL[None]
 
 
 def tokens_and_targets(eps_NxLxD, p_LxD, Q_star, sigma, omega, A_LxL):
@@ -75,7 +75,7 @@ def tokens_and_targets(eps_NxLxD, p_LxD, Q_star, sigma, omega, A_LxL):
     z = sigma * eps_NxLxD
     t = jnp.einsum("nld,dr->nlr", z, Q_star) / jnp.sqrt(d)
     T = teacher_mixing(t, omega, A_LxL)
-    return p_LxD + z, jnp.einsum("nlk,nkd->nld", T, z)
+    return p_LxD[None] + z, jnp.einsum("nlk,nkd->nld", T, z)
 
 
 class SeedStats(NamedTuple):

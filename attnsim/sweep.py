@@ -100,10 +100,17 @@ def _hparams(cfg, runs: pd.DataFrame, rows) -> training.HParams:
     )
 
 
-def _pad_runs(hp: training.HParams, multiple: int) -> training.HParams:
-    """Pad the run axis to a multiple of the device count by repeating the first run."""
+def padded_count(count: int, devices: int) -> int:
+    """Runs a chunk of ``count`` is padded to: the next power of two, and a multiple of the device count,
+    so that a sweep compiles a few chunk shapes, not one per distinct chunk size."""
+    size = 1 << max(0, count - 1).bit_length()
+    return -(-size // devices) * devices
+
+
+def _pad_runs(hp: training.HParams, size: int) -> training.HParams:
+    """Pad the run axis to ``size`` by repeating the first run (the copies are discarded)."""
     count = hp.n.shape[0]
-    extra = (-count) % multiple
+    extra = size - count
     if not extra:
         return hp
     return jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[:1], extra, axis=0)]), hp)
@@ -134,7 +141,8 @@ class Engine:
 
     def run_chunk(self, runs: pd.DataFrame, chunk: Chunk) -> pd.DataFrame:
         """Train and evaluate a chunk; returns its rows of results (grid columns + metrics)."""
-        hp = _pad_runs(_hparams(self.cfg, runs, chunk.rows), len(self.devices))
+        hp = _hparams(self.cfg, runs, chunk.rows)
+        hp = _pad_runs(hp, padded_count(len(chunk.rows), len(self.devices)))
         key = data.seed_key(self.cfg.seed, chunk.seed)
         metrics = jax.device_get(self._fn(chunk.n_max)(key, hp))
         out = runs.loc[list(chunk.rows)].copy()

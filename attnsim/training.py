@@ -113,7 +113,7 @@ def problem(eps, stats: data.SeedStats, hp: HParams, weight) -> Problem:
 def data_loss(Q, pr: Problem, p_LxD, sigma, G_pp) -> jax.Array:
     """sum_mu weight_mu |y - f_Q(x)|^2 / (2d): one pass over eps for h = (p + sigma eps) Q / sqrt(d)."""
     d = p_LxD.shape[-1]
-    h = (p_LxD @ Q + sigma * jnp.einsum("nld,dr->nlr", pr.eps, Q)) / jnp.sqrt(d)
+    h = ((p_LxD @ Q)[None] + sigma * jnp.einsum("nld,dr->nlr", pr.eps, Q)) / jnp.sqrt(d)
     return jnp.sum(pr.weight * sq_error(attention(h), pr.T, pr.G_zz, pr.G_pz, G_pp))
 
 
@@ -122,18 +122,19 @@ def ridge_baseline(pr: Problem, G_pp, lam_lin, lin_input: str) -> jax.Array:
     B (sum G_uu + lam_lin I) = sum T G_zu."""
     G_zp = jnp.swapaxes(pr.G_pz, -1, -2)
     if lin_input == "x":
-        G_uu = G_pp + pr.G_pz + G_zp + pr.G_zz
+        G_uu = G_pp[None] + pr.G_pz + G_zp + pr.G_zz
         G_zu = G_zp + pr.G_zz
     else:
         G_uu, G_zu = pr.G_zz, pr.G_zz
     w = pr.weight[:, None, None]
     lhs = jnp.sum(w * G_uu, 0) + lam_lin * jnp.eye(G_pp.shape[0])
-    rhs = jnp.sum(w * pr.T @ G_zu, 0)
+    rhs = jnp.sum(w * (pr.T @ G_zu), 0)
     return jnp.linalg.solve(lhs.T, rhs.T).T
 
 
 def baseline_error(B, pr: Problem, G_pp, lin_input: str) -> jax.Array:
     """Per-sample error of the baseline (N,)."""
+    B = jnp.broadcast_to(B, pr.T.shape)
     if lin_input == "x":
         return sq_error(B, pr.T, pr.G_zz, pr.G_pz, G_pp)
     zeros = jnp.zeros_like(G_pp)

@@ -1,0 +1,95 @@
+"""The command line: bad input exits 2 with one line and writes nothing; a tiny sweep end to end."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from attnsim import cli, sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = str(ROOT / "configs" / "demo.py")
+TINY = ["--config.d=16", "--config.alphas=(1.0,2.0)", "--config.seeds=2", "--config.steps=40", "--config.n_test=200"]
+
+BAD = [
+    (["--config.nonsense=1"], "nonsense"),
+    (["--config.d=abc"], "config.d"),
+    (["--config.d=0"], "config.d"),
+    (["--config.L=1"], "config.L"),
+    (["--config.r=0"], "config.r"),
+    (["--config.alphas=(0.5,-1.0)"], "config.alphas"),
+    (["--config.alphas=(0.0,)"], "config.alphas"),
+    (["--config.omega=1.5"], "config.omega"),
+    (["--config.omegas=(0.2,-0.1)"], "config.omegas"),
+    (["--config.sigma=0"], "config.sigma"),
+    (["--config.lam=-0.1"], "config.lam"),
+    (["--config.A=((0.5,0.5,0.0),(0.5,0.5,0.0))"], "config.A"),
+    (["--config.A=((0.9,0.4),(0.4,0.6))"], "config.A"),
+    (["--config.A=third"], "config.A"),
+    (["--config.inits=('random','clever')"], "config.inits"),
+    (["--config.optimizer=sgd"], "config.optimizer"),
+    (["--config.steps=0"], "config.steps"),
+    (["--config.seeds=2.5"], "config.seeds"),
+    (["--bogus"], "--bogus"),
+]
+
+
+@pytest.mark.parametrize("extra,needle", BAD, ids=[b[1] + str(i) for i, b in enumerate(BAD)])
+def test_bad_config_exits_2_with_one_line(tmp_path, capsys, extra, needle):
+    workdir = tmp_path / "out"
+    code = cli.main(["run", "--config", DEMO, "--workdir", str(workdir), *extra])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and needle in err, err
+    assert not workdir.exists()  # nothing written
+
+
+def test_missing_config_file_and_unwritable_workdir(tmp_path, capsys):
+    assert cli.main(["run", "--config", str(tmp_path / "nope.py"), "--workdir", str(tmp_path / "o")]) == 2
+    assert "no such config file" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert cli.main(["run", "--config", DEMO, "--workdir", str(blocker / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not writable" in err
+
+
+def test_bad_input_in_a_subprocess_prints_no_traceback(tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-m", "attnsim.cli", "run", "--config", DEMO, "--workdir",
+                          str(tmp_path / "o"), "--config.sigma=-1"], capture_output=True, text=True, env=env)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "attnsim: error: config.sigma=-1.0: must be > 0"
+    assert "Traceback" not in out.stderr and not (tmp_path / "o").exists()
+
+
+def test_help_on_every_command():
+    for cmd in ([], ["run"], ["theory"], ["phase"], ["report"]):
+        out = subprocess.run([sys.executable, "-m", "attnsim.cli", *cmd, "--help"], capture_output=True, text=True)
+        assert out.returncode == 0 and "usage:" in out.stdout, cmd
+
+
+def test_tiny_sweep_end_to_end_and_rerun_skips(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    assert cli.main(["run", "--config", DEMO, "--workdir", str(workdir), *TINY]) == 0
+    res = pd.read_csv(workdir / "results.csv")
+    assert list(res.columns[: len(sweep.RUN_COLUMNS)]) == sweep.RUN_COLUMNS
+    assert set(sweep.METRIC_COLUMNS) <= set(res.columns)
+    assert len(res) == 2 * 2 * 2 and not res.diverged.any()
+    assert (workdir / "test_error.png").stat().st_size > 10_000
+    capsys.readouterr()
+    assert cli.main(["run", "--config", DEMO, "--workdir", str(workdir), *TINY]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_csv(workdir / "results.csv"), res)
+    # more seeds: only the new runs are computed, the old rows stay as they were
+    assert cli.main(["run", "--config", DEMO, "--workdir", str(workdir), *TINY, "--config.seeds=3"]) == 0
+    res3 = pd.read_csv(workdir / "results.csv")
+    assert len(res3) == 12
+    pd.testing.assert_frame_equal(res3.iloc[:8].reset_index(drop=True), res)
+    # a different d in the same workdir is refused
+    assert cli.main(["run", "--config", DEMO, "--workdir", str(workdir), *TINY, "--config.d=20"]) == 2
+    assert "different config" in capsys.readouterr().err
+    assert cli.main(["report", "--workdir", str(workdir)]) == 0

@@ -1,0 +1,54 @@
+"""The sweep: grid expansion, chunking, and results that do not depend on how runs are batched."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from attnsim import config as config_lib, sweep
+
+
+def _cfg(**kw):
+    c = config_lib.default_config()
+    c.update(dict(d=16, alphas=(0.5, 1.0, 1.5, 2.0), seeds=2, steps=40, n_test=200, omegas=(0.2, 0.6)))
+    c.update(kw)
+    config_lib.validate(c)
+    return c
+
+
+def test_grid_has_one_row_per_run():
+    runs = sweep.expand_grid(_cfg())
+    assert len(runs) == 2 * 4 * 2 * 2
+    assert set(runs.n) == {8, 16, 24, 32}
+    assert runs.duplicated(sweep.KEY_COLUMNS).sum() == 0
+
+
+def test_chunks_cover_runs_once_and_bound_padding():
+    runs = sweep.expand_grid(_cfg(alphas=tuple(np.linspace(0.1, 2.0, 20))))
+    chunks = sweep.plan_chunks(runs, max_batch=7)
+    rows = [i for c in chunks for i in c.rows]
+    assert sorted(rows) == list(runs.index)
+    for c in chunks:
+        assert len(c.rows) <= 7 and len({runs.at[i, "seed"] for i in c.rows}) == 1
+        assert all(runs.at[i, "n"] >= sweep.MIN_FILL * c.n_max for i in c.rows)
+    assert sweep.padding_waste(runs, chunks) <= 0.25
+
+
+def _results(cfg, max_batch):
+    runs = sweep.expand_grid(cfg)
+    out = pd.concat(list(sweep.iterate(cfg, runs, max_batch=max_batch)))
+    return out.sort_values(sweep.KEY_COLUMNS).reset_index(drop=True)
+
+
+def test_results_do_not_depend_on_chunk_size():
+    cfg = _cfg()
+    one, many = _results(cfg, 1), _results(cfg, 16)
+    for col in ("train_loss", "test_error", "m", "theta", "q", "lin_test_error", "lin_train_loss"):
+        np.testing.assert_allclose(many[col], one[col], rtol=1e-5, err_msg=col)
+
+
+def test_global_minimum_picks_lowest_train_loss():
+    df = pd.DataFrame(dict(omega=0.3, sigma=0.5, lam=0.01, alpha=[1.0, 1.0, 2.0, 2.0], seed=0,
+                           init=["random", "semantic"] * 2, train_loss=[2.0, 1.0, 1.0, np.nan],
+                           diverged=[False, False, False, True]))
+    g = sweep.global_minimum(df)
+    assert list(g.init) == ["semantic", "random"]

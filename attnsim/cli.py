@@ -46,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workdir", required=True, help="output folder (created if missing)")
     run.add_argument("--overwrite", action="store_true",
                      help="discard the results of a different config found in WORKDIR instead of refusing")
+    multi = run.add_argument_group(
+        "multi-host", "run one `attnsim run` per process with the same config and workdir (a shared file system); "
+        "the grid is split between processes and process 0 writes results.csv")
+    multi.add_argument("--distributed", action="store_true",
+                       help="call jax.distributed.initialize() with the cluster's auto-detection (TPU pods, SLURM, ...)")
+    multi.add_argument("--coordinator", help="coordinator address HOST:PORT (explicit set-up, with the two below)")
+    multi.add_argument("--num-processes", type=int, help="number of processes")
+    multi.add_argument("--process-id", type=int, help="this process's index, 0 .. num-processes - 1")
     rep = sub.add_parser("report", help="figures and tables from what is in WORKDIR",
                          description="Read WORKDIR/results.csv and write the figures (PNG and PDF).")
     rep.add_argument("--workdir", required=True, help="folder of an earlier `attnsim run`")
@@ -94,6 +102,7 @@ def _run(args, overrides) -> int:
     from attnsim import config as config_lib
 
     cfg = config_lib.load_config(args.config, overrides)
+    _init_distributed(args)
     workdir = _prepare_workdir(args.workdir)
     results_path = workdir / "results.csv"
     fingerprint = {f: cfg[f] for f in FINGERPRINT_FIELDS}
@@ -107,10 +116,34 @@ def _run(args, overrides) -> int:
             raise config_lib.ConfigError(
                 f"--workdir {workdir}: holds results of a different config ({f}={old.get(f)!r}, now {new.get(f)!r}); "
                 "use another workdir or --overwrite")
-    if args.overwrite and results_path.exists():
-        results_path.unlink()
-    fp_path.write_text(json.dumps({"fingerprint": fingerprint, "config": cfg.to_dict()}, indent=1, default=str))
+    import jax
+
+    if jax.process_index() == 0:
+        if args.overwrite and results_path.exists():
+            results_path.unlink()
+        tmp = fp_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"fingerprint": fingerprint, "config": cfg.to_dict()}, indent=1, default=str))
+        tmp.replace(fp_path)
     return _sweep(cfg, workdir, results_path)
+
+
+def _init_distributed(args) -> None:
+    """jax.distributed set-up for a multi-process sweep (before any other JAX call)."""
+    explicit = (args.coordinator, args.num_processes, args.process_id)
+    if not args.distributed and all(v is None for v in explicit):
+        return
+    import jax
+
+    if not args.distributed:
+        if any(v is None for v in explicit):
+            raise _BadInput("attnsim run: --coordinator, --num-processes and --process-id go together")
+        if not 0 <= args.process_id < args.num_processes:
+            raise _BadInput(f"attnsim run: --process-id={args.process_id} must lie in [0, --num-processes)")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes talk through gloo
+    if args.distributed:
+        jax.distributed.initialize()
+    else:
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
 
 
 def _sweep(cfg, workdir: Path, results_path: Path) -> int:
@@ -128,16 +161,22 @@ def _sweep(cfg, workdir: Path, results_path: Path) -> int:
     if todo.empty:
         print(f"attnsim: all {len(runs)} runs already in {results_path}; nothing to do")
     else:
-        chunks = sweep.plan_chunks(todo, sweep.default_max_batch(cfg))
-        print(f"attnsim: {len(todo)} runs to do ({len(runs) - len(todo)} already done) in {len(chunks)} chunks, "
-              f"padding waste {sweep.padding_waste(todo, chunks):.0%}", file=sys.stderr)
-        engine = sweep.Engine(cfg)
+        import jax
+
+        chunks = sweep.plan_chunks(todo, sweep.default_max_batch(cfg, jax.local_device_count()))
+        lead = jax.process_index() == 0
+        if lead:
+            print(f"attnsim: {len(todo)} runs to do ({len(runs) - len(todo)} already done) in {len(chunks)} chunks "
+                  f"on {jax.device_count()} {jax.default_backend()} device(s) in {jax.process_count()} process(es), "
+                  f"padding waste {sweep.padding_waste(todo, chunks):.0%}", file=sys.stderr)
         start = time.time()
-        with tqdm(total=len(todo), unit="run", disable=None, file=sys.stderr) as bar:
-            for chunk in chunks:
-                rows = engine.run_chunk(todo, chunk)
-                rows.to_csv(results_path, mode="a", header=not results_path.exists(), index=False)
+        with tqdm(total=len(todo), unit="run", disable=None if lead else True, file=sys.stderr) as bar:
+            for rows in sweep.iterate(cfg, todo, chunks=chunks):
+                if lead:
+                    rows.to_csv(results_path, mode="a", header=not results_path.exists(), index=False)
                 bar.update(len(rows))
+        if not lead:
+            return 0
         print(f"attnsim: {len(todo)} runs in {time.time() - start:.1f} s -> {results_path}", file=sys.stderr)
     results = pd.read_csv(results_path)
     figs = plots.plot_test_error(results, workdir / "test_error.png")

@@ -63,7 +63,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.n_test = 10000  # fresh test samples per seed (one test set per seed), streamed in chunks of `test_chunk`
     c.test_chunk = 2000
     # Engine.
-    c.max_batch = 0  # max runs per compiled call (0 = automatic)
+    c.max_batch = 0  # max runs per compiled call (0 = automatic, from memory_budget and the backend)
+    c.memory_budget = 0.0  # GiB a chunk may use (0 = automatic: 60% of accelerator memory, 40% of RAM on CPU)
     # Theory.
     c.quad_order = 12
     return c
@@ -165,6 +166,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     _check(isinstance(cfg.n_test, int) and cfg.n_test >= 1, "n_test", cfg.n_test, "must be an integer >= 1")
     _check(isinstance(cfg.test_chunk, int) and cfg.test_chunk >= 1, "test_chunk", cfg.test_chunk, "must be an integer >= 1")
     _check(isinstance(cfg.max_batch, int) and cfg.max_batch >= 0, "max_batch", cfg.max_batch, "must be an integer >= 0")
+    _check(_is_num(cfg.memory_budget) and cfg.memory_budget >= 0, "memory_budget", cfg.memory_budget,
+           "must be >= 0 (GiB; 0 = automatic)")
     _check(isinstance(cfg.quad_order, int) and 2 <= cfg.quad_order <= 64, "quad_order", cfg.quad_order, "must be an integer in [2, 64]")
     for f, lo_ok, problem in (
         ("sigma", lambda v: v > 0, "must be > 0"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
+import os
 from typing import Iterator
 
 import jax
@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pandas as pd
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from attnsim import config as config_lib
@@ -76,15 +77,49 @@ def padding_waste(runs: pd.DataFrame, chunks: list[Chunk]) -> float:
     return 1.0 - useful / done
 
 
-def default_max_batch(cfg: ml_collections.ConfigDict) -> int:
-    """Runs per chunk: bounded by a memory budget for the per-run step intermediates (n x L x r floats
-    a few times over, plus d x r for Q and its optimizer state)."""
+def chunk_bytes(cfg: ml_collections.ConfigDict, n_max: int, runs: int) -> int:
+    """Estimated peak memory of a chunk: the seed's shared samples (training set, one test chunk, their
+    random bits) plus, per run, the step's N x L x (L, r) intermediates, the run's Grams and teacher mixing,
+    and Q with its optimizer state."""
+    L, d, r = cfg.L, cfg.d, cfg.r
+    shared = 4 * (2 * n_max * L * d + 3 * min(cfg.test_chunk, cfg.n_test) * L * d + 4 * n_max * L * (L + cfg.r_t))
+    per_run = 4 * (n_max * L * (12 * max(L, r) + 3 * L) + 6 * d * r)
+    return shared + runs * per_run
+
+
+def default_memory_budget() -> int:
+    """Bytes a chunk may use: 60% of the first local device's memory limit where the backend reports it
+    (GPU/TPU), else 40% of the machine's physical memory (CPU)."""
+    stats = getattr(jax.local_devices()[0], "memory_stats", lambda: None)()
+    if stats and stats.get("bytes_limit"):
+        return int(0.6 * stats["bytes_limit"])
+    try:
+        return int(0.4 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
+
+
+# On CPU a wide chunk stops paying once its per-step working set leaves the cache; measured by
+# scripts/bench_sweep.py (see the README's performance section).
+CPU_MAX_BATCH = 64
+ACCEL_MAX_BATCH = 1024
+
+
+def default_max_batch(cfg: ml_collections.ConfigDict, devices: int = 1) -> int:
+    """Runs per chunk: ``cfg.max_batch`` if set, else the most that fit the memory budget (per device),
+    capped per backend. Raises ConfigError when a single run does not fit."""
+    budget = int(cfg.memory_budget * 2**30) if cfg.memory_budget else default_memory_budget()
+    n_max = max(int(round(a * cfg.d)) for a in cfg.alphas)
+    one = chunk_bytes(cfg, n_max, 1)
+    if one > budget:
+        raise config_lib.ConfigError(
+            f"config.memory_budget: one run at d={cfg.d}, n={n_max} needs {one / 2**30:.2f} GiB, more than the "
+            f"budget of {budget / 2**30:.2f} GiB; raise config.memory_budget (GiB) or lower d / alphas / test_chunk")
     if cfg.max_batch:
         return cfg.max_batch
-    n_max = max(int(round(a * cfg.d)) for a in cfg.alphas)
-    per_run_bytes = 4 * (8 * n_max * cfg.L * (cfg.r + cfg.L) + 4 * cfg.d * cfg.r)
-    budget = 512 * 2**20
-    return int(max(1, min(256, budget // per_run_bytes)))
+    fit = devices * (budget - chunk_bytes(cfg, n_max, 0)) // (chunk_bytes(cfg, n_max, 1) - chunk_bytes(cfg, n_max, 0))
+    cap = CPU_MAX_BATCH if jax.default_backend() == "cpu" else ACCEL_MAX_BATCH
+    return int(max(1, min(cap * devices, fit)))
 
 
 def _hparams(cfg, runs: pd.DataFrame, rows) -> training.HParams:
@@ -139,25 +174,54 @@ class Engine:
                 in_shardings=(NamedSharding(self.mesh, P()), runs), out_shardings=runs)
         return self._compiled[n_max]
 
-    def run_chunk(self, runs: pd.DataFrame, chunk: Chunk) -> pd.DataFrame:
-        """Train and evaluate a chunk; returns its rows of results (grid columns + metrics)."""
+    def run_chunk(self, runs: pd.DataFrame, chunk: Chunk) -> np.ndarray:
+        """Train and evaluate a chunk: a float32 table, one row per run, columns (row label, *METRIC_COLUMNS)."""
         hp = _hparams(self.cfg, runs, chunk.rows)
         hp = _pad_runs(hp, padded_count(len(chunk.rows), len(self.devices)))
         key = data.seed_key(self.cfg.seed, chunk.seed)
         metrics = jax.device_get(self._fn(chunk.n_max)(key, hp))
-        out = runs.loc[list(chunk.rows)].copy()
-        for name in METRIC_COLUMNS:
-            out[name] = np.asarray(metrics[name])[: len(chunk.rows)]
-        out["diverged"] = out["diverged"].astype(bool)
-        return out
+        table = np.empty((len(chunk.rows), 1 + len(METRIC_COLUMNS)), np.float32)
+        table[:, 0] = chunk.rows
+        for j, name in enumerate(METRIC_COLUMNS):
+            table[:, 1 + j] = np.asarray(metrics[name])[: len(chunk.rows)]
+        return table
+
+
+def _rows(runs: pd.DataFrame, table: np.ndarray) -> pd.DataFrame:
+    """Results rows (grid columns + metrics) from a run_chunk table."""
+    out = runs.loc[table[:, 0].astype(np.int64)].copy()
+    for j, name in enumerate(METRIC_COLUMNS):
+        out[name] = table[:, 1 + j]
+    out["diverged"] = out["diverged"].astype(bool)
+    return out
 
 
 def iterate(cfg: ml_collections.ConfigDict, runs: pd.DataFrame, max_batch: int | None = None,
-            devices=None) -> Iterator[pd.DataFrame]:
-    """Yield the results of ``runs`` chunk by chunk."""
+            devices=None, chunks: list[Chunk] | None = None) -> Iterator[pd.DataFrame]:
+    """Yield the results of ``runs`` chunk by chunk, in plan order.
+
+    With several JAX processes (``jax.distributed``), process p computes chunks p, p + P, p + 2P, ... on
+    its local devices; after each round the rows are all-gathered, so every process yields every row
+    (process 0 writes them). A chunk is computed by the same program whatever the process count.
+    """
     engine = Engine(cfg, devices)
-    for chunk in plan_chunks(runs, max_batch or default_max_batch(cfg)):
-        yield engine.run_chunk(runs, chunk)
+    if chunks is None:
+        chunks = plan_chunks(runs, max_batch or default_max_batch(cfg, len(engine.devices)))
+    procs, me = jax.process_count(), jax.process_index()
+    if procs == 1:
+        for chunk in chunks:
+            yield _rows(runs, engine.run_chunk(runs, chunk))
+        return
+    width = max(len(c.rows) for c in chunks)
+    for start in range(0, len(chunks), procs):
+        table = np.full((width, 1 + len(METRIC_COLUMNS)), np.nan, np.float32)
+        if start + me < len(chunks):
+            mine = engine.run_chunk(runs, chunks[start + me])
+            table[: len(mine)] = mine
+        gathered = np.asarray(multihost_utils.process_allgather(table))  # (procs, width, columns)
+        for p in range(min(procs, len(chunks) - start)):
+            part = gathered[p]
+            yield _rows(runs, part[~np.isnan(part[:, 0])])
 
 
 def global_minimum(results: pd.DataFrame) -> pd.DataFrame:

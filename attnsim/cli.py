@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     multi.add_argument("--num-processes", type=int, help="number of processes")
     multi.add_argument("--process-id", type=int, help="this process's index, 0 .. num-processes - 1")
     rep = sub.add_parser("report", help="figures and tables from what is in WORKDIR",
-                         description="Read WORKDIR/results.csv and write the figures (PNG and PDF).")
+                         description="Read WORKDIR/results.csv (and theory.csv, if there) and write the figures "
+                         "(PNG and PDF).")
     rep.add_argument("--workdir", required=True, help="folder of an earlier `attnsim run`")
     return p
 
@@ -187,12 +188,57 @@ def _sweep(cfg, workdir: Path, results_path: Path) -> int:
     return 0
 
 
+def _theory_setup(args, overrides):
+    """Config, workdir and the theory's arguments, after checking that the theory covers the config."""
+    from attnsim import config as config_lib, theory
+
+    cfg = config_lib.load_config(args.config, overrides)
+    A = config_lib.teacher_A(cfg)
+    for sigma in config_lib.sweep_values(cfg, "sigma"):
+        theory.check_supported(cfg.L, cfg.r, cfg.r_t, sigma, A, cfg.alphas)
+    return cfg, A, _prepare_workdir(args.workdir)
+
+
+def _per_sigma_lam(cfg, fn):
+    """Concatenate fn(sigma, lam) over the config's sigma x lam grid."""
+    import itertools
+
+    import pandas as pd
+
+    from attnsim import config as config_lib
+
+    return pd.concat([fn(s, l) for s, l in itertools.product(config_lib.sweep_values(cfg, "sigma"),
+                                                             config_lib.sweep_values(cfg, "lam"))], ignore_index=True)
+
+
 def _theory(args, overrides) -> int:
-    raise _BadInput("attnsim theory: not available yet")
+    from attnsim import config as config_lib, theory
+
+    cfg, A, workdir = _theory_setup(args, overrides)
+    omegas = config_lib.sweep_values(cfg, "omega")
+    start = time.time()
+    table = _per_sigma_lam(cfg, lambda s, l: theory.solve(omegas, cfg.alphas, sigma=s, lam=l, A=A,
+                                                          quad_order=cfg.quad_order))
+    path = workdir / "theory.csv"
+    table.to_csv(path, index=False)
+    bad = int((~table.converged.astype(bool)).sum())
+    print(f"attnsim: {len(table)} fixed points ({bad} not converged / not existing) in {time.time() - start:.1f} s "
+          f"-> {path}")
+    return 0
 
 
 def _phase(args, overrides) -> int:
-    raise _BadInput("attnsim phase: not available yet")
+    from attnsim import config as config_lib, theory
+
+    cfg, A, workdir = _theory_setup(args, overrides)
+    omegas = config_lib.sweep_values(cfg, "omega")
+    start = time.time()
+    table = _per_sigma_lam(cfg, lambda s, l: theory.critical_lines(omegas, sigma=s, lam=l, A=A, quad_order=cfg.quad_order,
+                                                                   alpha_max=max(cfg.alphas)))
+    path = workdir / "phase.csv"
+    table.to_csv(path, index=False)
+    print(f"attnsim: critical lines for {len(table)} (omega, sigma, lam) in {time.time() - start:.1f} s -> {path}")
+    return 0
 
 
 def _report(args, overrides) -> int:
@@ -204,7 +250,9 @@ def _report(args, overrides) -> int:
     results_path = workdir / "results.csv"
     if not results_path.is_file():
         raise _BadInput(f"--workdir {workdir}: no results.csv (run `attnsim run` first)")
-    figs = plots.plot_test_error(pd.read_csv(results_path), workdir / "test_error.png")
+    theory_path = workdir / "theory.csv"
+    theory = pd.read_csv(theory_path) if theory_path.is_file() else None
+    figs = plots.plot_test_error(pd.read_csv(results_path), workdir / "test_error.png", theory=theory)
     print(f"attnsim: wrote {', '.join(str(f) for f in figs)}")
     return 0
 

@@ -63,9 +63,14 @@ def test_stream(key: jax.Array) -> jax.Array:
     return jax.random.fold_in(key, TEST)
 
 
+def outer(h_NxLxR: jax.Array) -> jax.Array:
+    """h h^T per sample, N x L x L (broadcast products: faster than a batched tiny matmul on CPU)."""
+    return jnp.sum(h_NxLxR[:, :, None, :] * h_NxLxR[:, None, :, :], axis=-1)
+
+
 def teacher_mixing(t_NxLxRt: jax.Array, omega, A_LxL: jax.Array) -> jax.Array:
     """T_NxLxL = (1 - omega) softmax(t t^T) + omega A, with t = z Q* / sqrt(d) the teacher's fields."""
-    scores = jnp.einsum("nlr,nkr->nlk", t_NxLxRt, t_NxLxRt)
+    scores = outer(t_NxLxRt)
     return (1.0 - omega) * jax.nn.softmax(scores, axis=-1) + omega * A_LxL[None]
 
 

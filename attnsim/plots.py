@@ -27,7 +27,7 @@ def plot_test_error(results: pd.DataFrame, path: Path, theory: pd.DataFrame | No
     panels = list(ok.groupby(["omega", "sigma", "lam"]))
     cols = min(3, max(1, len(panels)))
     rows = -(-max(1, len(panels)) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False, sharey=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(4.2, 3.6 * cols), 2.9 * rows + 0.8), squeeze=False)
     gmin = sweep.global_minimum(ok)
     for ax, ((omega, sigma, lam), df) in zip(axes.flat, panels):
         for init, sub in df.groupby("init"):
@@ -49,8 +49,11 @@ def plot_test_error(results: pd.DataFrame, path: Path, theory: pd.DataFrame | No
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7, frameon=False)
-    fig.tight_layout()
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    ncol = min(len(labels), 2 * cols)
+    fig.legend(handles, labels, fontsize=7, frameon=False, loc="lower center", ncol=ncol)
+    legend_rows = -(-len(labels) // ncol)
+    fig.tight_layout(rect=(0, 0.045 * legend_rows / rows ** 0.5, 1, 1))
     return _save(fig, path)
 
 

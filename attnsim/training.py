@@ -67,15 +67,21 @@ def hparams(omega=0.3, sigma=0.5, lam=0.01, lam_lin=1e-4, lr=0.15, n=1, init="ra
 
 def attention(h_NxLxR: jax.Array) -> jax.Array:
     """Row-wise softmax(h h^T), N x L x L."""
-    return jax.nn.softmax(jnp.einsum("nlr,nkr->nlk", h_NxLxR, h_NxLxR), axis=-1)
+    return jax.nn.softmax(data.outer(h_NxLxR), axis=-1)
 
 
 def sq_error(S, T, G_zz, G_pz, G_pp) -> jax.Array:
     """Per-sample |T z - S (p + z)|_F^2 / (2d), from D = T - S and the Grams (all ... x L x L):
     = 1/2 [tr(D G_zz D^T) - 2 tr(S G_pz D^T) + tr(S G_pp S^T)]. Also the baseline's error with S = B."""
     D = T - S
-    quad = lambda X, G, Y: jnp.einsum("...lk,...kj,...lj->...", X, G, Y)
-    return 0.5 * (quad(D, G_zz, D) - 2.0 * quad(S, G_pz, D) + quad(S, G_pp, S))
+    return 0.5 * (_quad(D, G_zz, D) - 2.0 * _quad(S, G_pz, D) + _quad(S, G_pp, S))
+
+
+def _quad(X, G, Y):
+    """tr(X G Y^T) over the trailing L x L axes. Written as broadcast products and sums: batched tiny
+    matrix products (einsum) compile to slow per-sample GEMM calls on CPU."""
+    XG = jnp.sum(X[..., :, :, None] * G[..., None, :, :], axis=-2)
+    return jnp.sum(XG * Y, axis=(-2, -1))
 
 
 def optimizer(static: Static, hp: HParams) -> optax.GradientTransformation:
@@ -86,12 +92,13 @@ def optimizer(static: Static, hp: HParams) -> optax.GradientTransformation:
 
 def initial_Q(static: Static, key, Q_star, p_LxD, init) -> jax.Array:
     """Q0_DxR. random: 0.1 N(0, 1) from (seed, init id); semantic: the first columns are Q*;
-    positional: the first column is sqrt(d) p_1 (= 1 for the default embeddings, so m = 1)."""
+    positional: the first column is p_1 (= 1/sqrt(d) for the default embeddings, the authors' choice,
+    so m = 1/sqrt(d)); further columns keep the random init."""
     Q_rand = RANDOM_INIT_STD * jax.random.normal(
         jax.random.fold_in(jax.random.fold_in(key, data.INIT), init), (static.d, static.r))
     k = min(static.r, static.r_t)
     Q_sem = Q_rand.at[:, :k].set(Q_star[:, :k])
-    Q_pos = Q_rand.at[:, 0].set(jnp.sqrt(static.d) * p_LxD[0])
+    Q_pos = Q_rand.at[:, 0].set(p_LxD[0])
     return jnp.select([init == INIT_IDS["semantic"], init == INIT_IDS["positional"]], [Q_sem, Q_pos], Q_rand)
 
 

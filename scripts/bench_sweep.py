@@ -1,0 +1,141 @@
+"""Speed of the sweep engine, measured in one run on one machine.
+
+Prints, for d in --dims (n = 2d, one seed, runs that differ in omega and init):
+  (a) the engine: a chunk of R runs sharing the seed's data, per-run cost per step, for several chunk
+      sizes R, and the size the engine picks by default;
+  (b) a Python loop of single jitted runs (R = 1);
+  (c) the authors' algorithm re-expressed in JAX: full autograd through the L x d attention output, one
+      run at a time, steps under lax.scan (no per-step Python, so a lower bound on their cost);
+  (d) the roofline at d = 1000, n = 2000: a step must read the training inputs (n L d float32) at least
+      twice (forward h = x Q and the gradient x^T g). Bytes per step / time per step is compared with the
+      machine's streaming read bandwidth, measured by summing a float32 array far larger than the
+      last-level cache.
+Also the wall time of one whole run at d = 1000, alpha = 2 (training, test error, baseline).
+
+Per-step costs are the difference between runs of two step counts, so set-up and evaluation cancel.
+
+    python scripts/bench_sweep.py                 # ~5 min on a 2-core CPU
+    python scripts/bench_sweep.py --dims 100 1000 --batches 1 8 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attnsim import config as config_lib, data, sweep, training
+
+
+def _timed(fn, *args) -> float:
+    jax.block_until_ready(fn(*args))  # compile and warm up
+    t = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - t
+
+
+def _hp_batch(count: int, n: int) -> training.HParams:
+    inits = ["random", "semantic"]
+    hps = [training.hparams(omega=0.1 + 0.4 * i / max(1, count - 1), n=n, init=inits[i % 2]) for i in range(count)]
+    return jax.tree.map(lambda *a: jnp.stack(a), *hps)
+
+
+def engine_step_cost(d: int, n: int, batch: int, steps=(50, 250)) -> float:
+    """Seconds per run per step of a chunk of ``batch`` runs."""
+    key = data.seed_key(0, 0)
+    hp = _hp_batch(batch, n)
+    times = []
+    for s in steps:
+        st = training.Static(d=d, n_max=n, steps=s, n_test=1, test_chunk=1)
+        fn = jax.jit(jax.vmap(training.make_run(st), in_axes=(None, 0)))
+        times.append(_timed(fn, key, hp))
+    return (times[1] - times[0]) / (steps[1] - steps[0]) / batch
+
+
+def authors_step_cost(d: int, n: int, steps=(50, 250)) -> float:
+    """Seconds per step of the authors' algorithm: materialised x, y (n x L x d) and autograd through
+    f(x) = softmax(x Q Q^T x^T / d) x."""
+    key = data.seed_key(0, 0)
+    eps = data.train_noise(key, n, 2, d)
+    p = data.positional_embeddings(d, 2)
+    x, y = data.tokens_and_targets(eps, p, data.teacher(key, d, 1), 0.5, 0.3, jnp.array(config_lib.NAMED_A["standard"]))
+
+    def loss(Q):
+        h = jnp.einsum("nld,dr->nlr", x, Q) / jnp.sqrt(d)
+        f = jnp.einsum("nlk,nkd->nld", training.attention(h), x)
+        return jnp.sum((y - f) ** 2) / (2 * d)
+
+    def train(Q, num):
+        def step(Q, _):
+            return Q - 0.15 * (jax.grad(loss)(Q) + 0.01 * Q), None
+        return jax.lax.scan(step, Q, length=num)[0]
+
+    Q0 = 0.1 * jax.random.normal(key, (d, 1))
+    times = [_timed(jax.jit(lambda Q, s=s: train(Q, s)), Q0) for s in steps]
+    return (times[1] - times[0]) / (steps[1] - steps[0])
+
+
+def read_bandwidth(gib: float = 2.0) -> float:
+    """Bytes per second of a streaming read: numpy sum over a float32 array of ``gib`` GiB (best of 5)."""
+    a = np.ones(int(gib * 2**30 // 4), np.float32)
+    best = np.inf
+    for _ in range(5):
+        t = time.perf_counter()
+        a.sum()
+        best = min(best, time.perf_counter() - t)
+    return a.nbytes / best
+
+
+def whole_run_seconds(d: int = 1000, alpha: float = 2.0) -> float:
+    n = int(round(alpha * d))
+    st = training.Static(d=d, n_max=n, steps=5000, n_test=10000)
+    fn = jax.jit(training.make_run(st))
+    key, hp = data.seed_key(0, 0), training.hparams(n=n, init="semantic")
+    jax.block_until_ready(fn.lower(key, hp).compile()(key, hp))
+    t = time.perf_counter()
+    jax.block_until_ready(fn(key, hp))
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dims", type=int, nargs="+", default=[30, 100, 300, 1000])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
+    ap.add_argument("--skip-whole-run", action="store_true")
+    args = ap.parse_args()
+    print(f"backend: {jax.default_backend()}, {jax.device_count()} device(s): {jax.devices()[0].device_kind}")
+
+    print("\n(a, b) per-run cost per step [microseconds], one seed, n = 2d; batch 1 = a loop of single runs")
+    header = f"{'d':>6} " + " ".join(f"{'R=' + str(b):>9}" for b in args.batches) + f" {'default R':>10} {'best/def':>9}"
+    print(header)
+    for d in args.dims:
+        n = 2 * d
+        cost = {b: engine_step_cost(d, n, b) for b in args.batches}
+        cfg = config_lib.default_config()
+        cfg.update(dict(d=d, alphas=(2.0,)))
+        default = sweep.padded_count(sweep.default_max_batch(cfg), 1)
+        if default not in cost:
+            cost[default] = engine_step_cost(d, n, default)
+        best = min(cost.values())
+        print(f"{d:>6} " + " ".join(f"{cost[b] * 1e6:>9.1f}" for b in args.batches)
+              + f" {default:>10} {best / cost[default]:>9.2f}")
+
+    d, n = 1000, 2000
+    ours = engine_step_cost(d, n, 1)
+    theirs = authors_step_cost(d, n)
+    bw = read_bandwidth()
+    step_bytes = 2 * n * 2 * d * 4
+    print(f"\n(c) d = {d}, n = {n}, one run: our step {ours * 1e3:.2f} ms, the authors' algorithm {theirs * 1e3:.2f} ms "
+          f"-> {theirs / ours:.1f}x")
+    print(f"(d) roofline: {step_bytes / 1e6:.0f} MB of training inputs per step (2 passes) -> "
+          f"{step_bytes / ours / 1e9:.1f} GB/s; measured streaming read {bw / 1e9:.1f} GB/s (2 GiB array) "
+          f"-> {step_bytes / ours / bw:.0%} of it")
+    if not args.skip_whole_run:
+        print(f"whole run d = 1000, alpha = 2 (5000 GD steps, 10000 test samples, baseline): {whole_run_seconds():.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from attnsim.config import ConfigError
+
 EXIT_BAD_INPUT = 2
 
 
@@ -73,7 +75,7 @@ def main(argv=None) -> int:
         if overrides and not hasattr(args, "config"):
             raise _BadInput(f"attnsim {args.command}: takes no --config overrides")
         return _COMMANDS[args.command](args, overrides)
-    except (_BadInput, ValueError) as e:  # ConfigError is a ValueError
+    except (_BadInput, ConfigError) as e:
         print(f"attnsim: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
@@ -82,8 +84,6 @@ def main(argv=None) -> int:
 
 
 def _prepare_workdir(path: str) -> Path:
-    from attnsim.config import ConfigError
-
     workdir = Path(path)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -195,7 +195,10 @@ def _theory_setup(args, overrides):
     cfg = config_lib.load_config(args.config, overrides)
     A = config_lib.teacher_A(cfg)
     for sigma in config_lib.sweep_values(cfg, "sigma"):
-        theory.check_supported(cfg.L, cfg.r, cfg.r_t, sigma, A, cfg.alphas)
+        try:
+            theory.check_supported(cfg.L, cfg.r, cfg.r_t, sigma, A, cfg.alphas)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     return cfg, A, _prepare_workdir(args.workdir)
 
 

@@ -97,7 +97,10 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
         raise ConfigError(f"--config {path}: cannot be loaded: {type(e).__name__}: {e}") from None
     if not hasattr(module, "get_config"):
         raise ConfigError(f"--config {path}: defines no get_config()")
-    user = module.get_config(arg) if arg else module.get_config()
+    try:
+        user = module.get_config(arg) if arg else module.get_config()
+    except Exception as e:
+        raise ConfigError(f"--config {path}: get_config({arg!r}) failed: {type(e).__name__}: {e}") from None
     cfg = default_config()
     for key, value in user.items():
         _set_field(cfg, key, value, source=f"{file}")

@@ -80,6 +80,7 @@ def sq_error(S, T, G_zz, G_pz, G_pp) -> jax.Array:
 def _quad(X, G, Y):
     """tr(X G Y^T) over the trailing L x L axes. Written as broadcast products and sums: batched tiny
     matrix products (einsum) compile to slow per-sample GEMM calls on CPU."""
+    G = jnp.broadcast_to(G, X.shape)
     XG = jnp.sum(X[..., :, :, None] * G[..., None, :, :], axis=-2)
     return jnp.sum(XG * Y, axis=(-2, -1))
 

@@ -104,6 +104,11 @@ def _run(args, overrides) -> int:
 
     cfg = config_lib.load_config(args.config, overrides)
     _init_distributed(args)
+    import jax
+
+    from attnsim import sweep
+
+    max_batch = sweep.default_max_batch(cfg, jax.local_device_count())  # checks the memory budget
     workdir = _prepare_workdir(args.workdir)
     results_path = workdir / "results.csv"
     fingerprint = {f: cfg[f] for f in FINGERPRINT_FIELDS}
@@ -117,15 +122,13 @@ def _run(args, overrides) -> int:
             raise config_lib.ConfigError(
                 f"--workdir {workdir}: holds results of a different config ({f}={old.get(f)!r}, now {new.get(f)!r}); "
                 "use another workdir or --overwrite")
-    import jax
-
     if jax.process_index() == 0:
         if args.overwrite and results_path.exists():
             results_path.unlink()
         tmp = fp_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"fingerprint": fingerprint, "config": cfg.to_dict()}, indent=1, default=str))
         tmp.replace(fp_path)
-    return _sweep(cfg, workdir, results_path)
+    return _sweep(cfg, workdir, results_path, max_batch)
 
 
 def _init_distributed(args) -> None:
@@ -147,7 +150,7 @@ def _init_distributed(args) -> None:
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
 
 
-def _sweep(cfg, workdir: Path, results_path: Path) -> int:
+def _sweep(cfg, workdir: Path, results_path: Path, max_batch: int) -> int:
     import pandas as pd
     from tqdm import tqdm
 
@@ -164,7 +167,7 @@ def _sweep(cfg, workdir: Path, results_path: Path) -> int:
     else:
         import jax
 
-        chunks = sweep.plan_chunks(todo, sweep.default_max_batch(cfg, jax.local_device_count()))
+        chunks = sweep.plan_chunks(todo, max_batch)
         lead = jax.process_index() == 0
         if lead:
             print(f"attnsim: {len(todo)} runs to do ({len(runs) - len(todo)} already done) in {len(chunks)} chunks "

@@ -34,6 +34,9 @@ BAD = [
     (["--config.steps=0"], "config.steps"),
     (["--config.seeds=2.5"], "config.seeds"),
     (["--bogus"], "--bogus"),
+    (["--config.memory_budget=0.001", "--config.d=4000"], "config.memory_budget"),
+    (["--config.n_test=0"], "config.n_test"),
+    (["--config.lin_input=y"], "config.lin_input"),
 ]
 
 
@@ -45,6 +48,13 @@ def test_bad_config_exits_2_with_one_line(tmp_path, capsys, extra, needle):
     assert code == 2
     assert err.count("\n") == 1 and needle in err, err
     assert not workdir.exists()  # nothing written
+
+
+def test_bad_config_argument(tmp_path, capsys):
+    omega03 = str(ROOT / "configs" / "omega03.py")
+    assert cli.main(["run", "--config", omega03 + ":tiny", "--workdir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown argument 'tiny'" in err and not (tmp_path / "o").exists()
 
 
 def test_missing_config_file_and_unwritable_workdir(tmp_path, capsys):

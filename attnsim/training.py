@@ -158,41 +158,88 @@ def overlaps(Q, Q_star, p_LxD, sigma) -> dict:
                 q=sigma**2 * jnp.sum(Q * Q) / d)
 
 
+class SeedData(NamedTuple):
+    """What the runs of one seed share: drawn once from the seed key (unbatched under the run vmap)."""
+
+    key: jax.Array
+    p: jax.Array  # L x D positional embeddings
+    G_pp: jax.Array  # L x L, p p^T / d
+    Q_star: jax.Array  # D x r_t teacher
+    eps: jax.Array  # n_max x L x D standard training noise
+    stats: data.SeedStats
+
+
+class TrainState(NamedTuple):
+    """A run's training state: Q, the optimizer state and the number of steps done."""
+
+    Q: jax.Array
+    opt_state: optax.OptState
+    step: jax.Array
+
+
+def make_seed_data(static: Static):
+    """``seed_data(seed_key) -> SeedData``."""
+
+    def seed_data(seed_key) -> SeedData:
+        p = data.positional_embeddings(static.d, static.L)
+        Q_star = data.teacher(seed_key, static.d, static.r_t)
+        eps = data.train_noise(seed_key, static.n_max, static.L, static.d)
+        return SeedData(seed_key, p, p @ p.T / static.d, Q_star, eps, data.seed_stats(eps, p, Q_star))
+
+    return seed_data
+
+
+def _train_problem(static: Static, sd: SeedData, hp: HParams) -> Problem:
+    weight = (jnp.arange(static.n_max) < hp.n).astype(jnp.float32)
+    return problem(sd.eps, sd.stats, hp, weight)
+
+
+def init_state(static: Static, sd: SeedData, hp: HParams) -> TrainState:
+    Q0 = initial_Q(static, sd.key, sd.Q_star, sd.p, hp.init)
+    return TrainState(Q0, optimizer(static, hp).init(Q0), jnp.int32(0))
+
+
+def train_steps(static: Static, sd: SeedData, hp: HParams, state: TrainState, num_steps: int) -> TrainState:
+    """``num_steps`` optimizer steps under lax.scan. Training in segments gives the same bits as in one go."""
+    pr = _train_problem(static, sd, hp)
+    loss = lambda Q: data_loss(Q, pr, sd.p, hp.sigma, sd.G_pp)
+    opt = optimizer(static, hp)
+
+    def step(carry, _):
+        Q, opt_state = carry
+        updates, opt_state = opt.update(jax.grad(loss)(Q), opt_state, Q)
+        return (optax.apply_updates(Q, updates), opt_state), None
+
+    (Q, opt_state), _ = jax.lax.scan(step, (state.Q, state.opt_state), length=num_steps)
+    return TrainState(Q, opt_state, state.step + num_steps)
+
+
+def evaluate(static: Static, sd: SeedData, hp: HParams, Q) -> dict:
+    """The metrics of MODEL.md for a trained Q, with the baseline fitted on the same training samples."""
+    d = static.d
+    pr = _train_problem(static, sd, hp)
+    train_loss = (data_loss(Q, pr, sd.p, hp.sigma, sd.G_pp) + 0.5 * hp.lam * jnp.sum(Q * Q)) / d
+    B = ridge_baseline(pr, sd.G_pp, hp.lam_lin, static.lin_input)
+    lin_train_loss = (jnp.sum(pr.weight * baseline_error(B, pr, sd.G_pp, static.lin_input))
+                      + 0.5 * hp.lam_lin * jnp.sum(B * B)) / d
+    test_error, lin_test_error = _test_errors(static, sd.key, hp, Q, sd.Q_star, B, sd.p, sd.G_pp)
+
+    diverged = ~(jnp.isfinite(train_loss) & jnp.all(jnp.isfinite(Q)))
+    nan = jnp.float32(jnp.nan)
+    metrics = dict(train_loss=train_loss, test_error=test_error, **overlaps(Q, sd.Q_star, sd.p, hp.sigma))
+    metrics = {k: jnp.where(diverged, nan, v) for k, v in metrics.items()}
+    metrics.update(lin_test_error=lin_test_error, lin_train_loss=lin_train_loss, diverged=diverged)
+    return metrics
+
+
 def make_run(static: Static):
     """Build ``run(seed_key, hp) -> (Q_DxR, metrics)``; pure, jit- and vmap-able (see module doc)."""
-    d, L = static.d, static.L
+    seed_data = make_seed_data(static)
 
     def run(seed_key, hp: HParams):
-        p = data.positional_embeddings(d, L)
-        G_pp = p @ p.T / d
-        Q_star = data.teacher(seed_key, d, static.r_t)
-        eps = data.train_noise(seed_key, static.n_max, L, d)
-        weight = (jnp.arange(static.n_max) < hp.n).astype(jnp.float32)
-        pr = problem(eps, data.seed_stats(eps, p, Q_star), hp, weight)
-        loss = lambda Q: data_loss(Q, pr, p, hp.sigma, G_pp)
-
-        Q0 = initial_Q(static, seed_key, Q_star, p, hp.init)
-        opt = optimizer(static, hp)
-
-        def step(carry, _):
-            Q, state = carry
-            updates, state = opt.update(jax.grad(loss)(Q), state, Q)
-            return (optax.apply_updates(Q, updates), state), None
-
-        (Q, _), _ = jax.lax.scan(step, (Q0, opt.init(Q0)), length=static.steps)
-        train_loss = (loss(Q) + 0.5 * hp.lam * jnp.sum(Q * Q)) / d
-
-        B = ridge_baseline(pr, G_pp, hp.lam_lin, static.lin_input)
-        lin_train_loss = (jnp.sum(weight * baseline_error(B, pr, G_pp, static.lin_input))
-                          + 0.5 * hp.lam_lin * jnp.sum(B * B)) / d
-        test_error, lin_test_error = _test_errors(static, seed_key, hp, Q, Q_star, B, p, G_pp)
-
-        diverged = ~(jnp.isfinite(train_loss) & jnp.all(jnp.isfinite(Q)))
-        nan = jnp.float32(jnp.nan)
-        metrics = dict(train_loss=train_loss, test_error=test_error, **overlaps(Q, Q_star, p, hp.sigma))
-        metrics = {k: jnp.where(diverged, nan, v) for k, v in metrics.items()}
-        metrics.update(lin_test_error=lin_test_error, lin_train_loss=lin_train_loss, diverged=diverged)
-        return Q, metrics
+        sd = seed_data(seed_key)
+        state = train_steps(static, sd, hp, init_state(static, sd, hp), static.steps)
+        return state.Q, evaluate(static, sd, hp, state.Q)
 
     return run
 

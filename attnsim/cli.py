@@ -63,10 +63,29 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _enable_compilation_cache() -> None:
+    """Keep compiled programs on disk (JAX's persistent cache) so that re-running or resuming a sweep
+    skips compilation. ATTNSIM_COMPILATION_CACHE=DIR moves it, =0 turns it off."""
+    import os
+
+    where = os.environ.get("ATTNSIM_COMPILATION_CACHE",
+                           os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
+                                        "attnsim", "jax"))
+    if where in ("", "0"):
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", where)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_compilation_cache_max_size", 2 * 2**30)  # bytes, least recently used evicted
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args, extra = _parser().parse_known_args(argv)
+        if args.command in ("run", "theory", "phase"):
+            _enable_compilation_cache()
         overrides = []
         for item in extra:
             if not item.startswith("--config."):

@@ -49,24 +49,40 @@ def expand_grid(cfg: ml_collections.ConfigDict) -> pd.DataFrame:
 
 @dataclasses.dataclass(frozen=True)
 class Chunk:
-    """Runs (row indices into the grid) of one seed, trained together with n_max padded samples."""
+    """Runs trained together: for each of ``seeds``, a group of runs (row labels into the grid) of that
+    seed, all padded to ``n_max`` samples. The seeds' groups have the same size."""
 
-    seed: int
+    seeds: tuple[int, ...]
     n_max: int
-    rows: tuple[int, ...]
+    groups: tuple[tuple[int, ...], ...]
+
+    @property
+    def rows(self) -> tuple[int, ...]:
+        return tuple(i for g in self.groups for i in g)
 
 
 def plan_chunks(runs: pd.DataFrame, max_batch: int) -> list[Chunk]:
-    """Cut each seed's runs, largest n first, into chunks of at most ``max_batch`` runs whose n are all
-    >= MIN_FILL * the chunk's largest n."""
-    chunks = []
+    """Cut each seed's runs, largest n first, into groups of at most ``max_batch`` runs whose n are all
+    >= MIN_FILL * the group's largest n; then pack groups of different seeds with the same shape (n_max,
+    size) into one chunk of at most ``max_batch`` runs (a vmap over seeds around the vmap over runs)."""
+    groups = []  # (seed, n_max, rows)
     for seed, group in runs.groupby("seed", sort=True):
         order = group.sort_values(["n", "init"], ascending=[False, True], kind="stable").index.tolist()
         while order:
             n_top = int(runs.at[order[0], "n"])
             take = [i for i in order if runs.at[i, "n"] >= MIN_FILL * n_top][:max_batch]
-            chunks.append(Chunk(seed=int(seed), n_max=n_top, rows=tuple(take)))
-            order = [i for i in order if i not in set(take)]
+            groups.append((int(seed), n_top, tuple(take)))
+            taken = set(take)
+            order = [i for i in order if i not in taken]
+    by_shape: dict[tuple[int, int], list] = {}
+    for g in groups:
+        by_shape.setdefault((g[1], len(g[2])), []).append(g)
+    chunks = []
+    for (n_max, size), same in by_shape.items():
+        per = max(1, max_batch // size)
+        for k in range(0, len(same), per):
+            part = same[k:k + per]
+            chunks.append(Chunk(seeds=tuple(g[0] for g in part), n_max=n_max, groups=tuple(g[2] for g in part)))
     return chunks
 
 
@@ -167,23 +183,31 @@ class Engine:
 
     def _fn(self, n_max: int):
         if n_max not in self._compiled:
-            batched = jax.vmap(training.make_run(self.static(n_max)), in_axes=(None, 0))
-            runs = NamedSharding(self.mesh, P("runs"))
+            per_seed = jax.vmap(training.make_run(self.static(n_max)), in_axes=(None, 0))
+            batched = jax.vmap(per_seed, in_axes=(0, 0))  # seeds x runs
+            runs = NamedSharding(self.mesh, P(None, "runs"))
             self._compiled[n_max] = jax.jit(
-                lambda key, hp: batched(key, hp)[1],
+                lambda keys, hp: batched(keys, hp)[1],
                 in_shardings=(NamedSharding(self.mesh, P()), runs), out_shardings=runs)
         return self._compiled[n_max]
 
     def run_chunk(self, runs: pd.DataFrame, chunk: Chunk) -> np.ndarray:
-        """Train and evaluate a chunk: a float32 table, one row per run, columns (row label, *METRIC_COLUMNS)."""
-        hp = _hparams(self.cfg, runs, chunk.rows)
-        hp = _pad_runs(hp, padded_count(len(chunk.rows), len(self.devices)))
-        key = data.seed_key(self.cfg.seed, chunk.seed)
-        metrics = jax.device_get(self._fn(chunk.n_max)(key, hp))
+        """Train and evaluate a chunk: a float32 table, one row per run, columns (row label, *METRIC_COLUMNS).
+
+        Padding (discarded): each seed's group to a power of two runs that the device count divides, and
+        the seeds to a power of two, so that a sweep compiles a few shapes."""
+        size = padded_count(max(len(g) for g in chunk.groups), len(self.devices))
+        seeds = padded_count(len(chunk.seeds), 1)
+        hps = [_pad_runs(_hparams(self.cfg, runs, g), size) for g in chunk.groups]
+        hps += hps[:1] * (seeds - len(hps))
+        hp = jax.tree.map(lambda *a: jnp.stack(a), *hps)
+        keys = [data.seed_key(self.cfg.seed, s) for s in chunk.seeds]
+        keys = jnp.stack(keys + keys[:1] * (seeds - len(keys)))
+        metrics = jax.device_get(self._fn(chunk.n_max)(keys, hp))
         table = np.empty((len(chunk.rows), 1 + len(METRIC_COLUMNS)), np.float32)
         table[:, 0] = chunk.rows
         for j, name in enumerate(METRIC_COLUMNS):
-            table[:, 1 + j] = np.asarray(metrics[name])[: len(chunk.rows)]
+            table[:, 1 + j] = np.concatenate([np.asarray(metrics[name])[i, : len(g)] for i, g in enumerate(chunk.groups)])
         return table
 
 

@@ -28,8 +28,10 @@ def test_chunks_cover_runs_once_and_bound_padding():
     rows = [i for c in chunks for i in c.rows]
     assert sorted(rows) == list(runs.index)
     for c in chunks:
-        assert len(c.rows) <= 7 and len({runs.at[i, "seed"] for i in c.rows}) == 1
-        assert all(runs.at[i, "n"] >= sweep.MIN_FILL * c.n_max for i in c.rows)
+        assert len(c.rows) <= 7 and len({len(g) for g in c.groups}) == 1
+        for seed, g in zip(c.seeds, c.groups):
+            assert {runs.at[i, "seed"] for i in g} == {seed}
+        assert all(c.n_max >= runs.at[i, "n"] >= sweep.MIN_FILL * c.n_max for i in c.rows)
     assert sweep.padding_waste(runs, chunks) <= 0.25
 
 
@@ -39,9 +41,15 @@ def _results(cfg, max_batch):
     return out.sort_values(sweep.KEY_COLUMNS).reset_index(drop=True)
 
 
+def test_seeds_share_chunks():
+    runs = sweep.expand_grid(_cfg(alphas=(1.5,), omegas=(), seeds=8))
+    chunks = sweep.plan_chunks(runs, max_batch=8)
+    assert [len(c.seeds) for c in chunks] == [4, 4]  # 2 inits per seed, 4 seeds per chunk
+
+
 def test_results_do_not_depend_on_chunk_size():
     cfg = _cfg()
-    one, many = _results(cfg, 1), _results(cfg, 16)
+    one, many = _results(cfg, 1), _results(cfg, 64)
     for col in ("train_loss", "test_error", "m", "theta", "q", "lin_test_error", "lin_train_loss"):
         np.testing.assert_allclose(many[col], one[col], rtol=1e-5, err_msg=col)
 

@@ -1,0 +1,830 @@
+"""Fixed-point (replica) theory of tied rank-1 dot-product attention, L = 2 (spec: THEORY.md).
+
+Synopsis::
+
+    from attnsim import theory
+    df = theory.solve(omegas=[0.3], alphas=np.linspace(0.1, 2, 20))       # one row per (omega, alpha, branch)
+    lines = theory.critical_lines(omegas=np.arange(0, 0.46, 0.05))         # alpha_c, alpha_l, spinodals
+    theory.linear_baseline_error(0.3)                                       # ~0.00197
+
+Notation (THEORY.md; defined once here). Per Gauss-Hermite node of four standard Gaussians
+(xi_1, xi_2, y_1, y_2):
+
+- ``x = (q, m, V, theta)``: the overlaps. q = sigma^2 |Q|^2/d, m = 1^T Q / d, theta = sigma^2 Q*^T Q / d,
+  V = response; ``hats = (qh, mh, Vh, thh)`` their conjugates; rho = sigma^2 (teacher field variance).
+- ``w = (m + sqrt(q) xi_1, -m + sqrt(q) xi_2)``: the student's fields without the data term.
+- ``t = V* y + (theta / sqrt(q)) xi``, V* = sqrt(rho - theta^2/q): the teacher's fields.
+- Only the diagonal of the 2x2 row-stochastic mixings matters: s_11(u) = sigmoid(u_1 (u_1 - u_2)),
+  s_22(u) = sigmoid(u_2 (u_2 - u_1)), and |s(h) - T|_F^2 = 2 (s_11 - T_11)^2 + 2 (s_22 - T_22)^2 with
+  T = (1 - omega) s(t) + omega A.
+- ``M(h) = |h - w|^2 / V + loss(h)``, loss(h) = sigma^2 |s(h) - T(t)|_F^2 (the full M, teacher term
+  included); h* = argmin M (global), f = (h* - w) / V.
+
+Algorithm. All N = K^4 nodes are processed at once (tensor Gauss-Hermite, K = ``quad_order``). The
+inner problem is solved by a batched damped Newton method with a parallel line search; a full search
+(coarse grid over the disc |h - w|^2 <= V loss(w) that provably contains h*, the lowest grid-local minima,
+0, w and the mirror of the best grid point as starts) is done on the first iteration at every alpha, every
+``FULL_EVERY`` iterations and before a fixed point is accepted; in between Newton is warm-started from the
+previous h*. The outer iteration on (log q, m, log V, theta) is Anderson-accelerated inside
+``lax.while_loop``; all problems of a grid (omega, sigma, lambda, branch) are one ``jax.vmap``-ed batch,
+and alpha is followed by continuation (``lax.scan``, largest alpha first, each alpha warm-started from
+the previous converged solution).
+
+Everything runs in float64 inside ``with jax.enable_x64(True):``; public functions return numpy /
+pandas float64, so a float32 caller is unaffected.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jax import lax
+
+STANDARD_A = ((0.6, 0.4), (0.4, 0.6))
+SECOND_A = ((0.3, 0.7), (0.8, 0.2))
+
+# Gauss-Hermite nodes per Gaussian dimension (K^4 nodes). scripts/theory_convergence.py: at omega = 0.3,
+# alpha = 1.5714, K = 10 is within ~2e-3 (relative) of K = 20 on q, V, theta, test_error, train_loss
+# (semantic branch; positional not re-measured). At alpha < 0.6 the small semantic theta converges slowly (~10-20% K=8 -> 16).
+DEFAULT_QUAD_ORDER = 10
+
+BRANCHES = ("semantic", "positional", "trivial")
+# Starting points (q, m, V, theta) at the largest alpha (THEORY.md, "Branches").
+_START_Q_M_V_TH = {
+    "semantic": (0.9068, 2e-4, 14.575, 0.3472),
+    "positional": (0.02068, 0.2, 14.575, 0.0),
+    "trivial": (0.02068, 0.0, 14.575, 0.0),
+}
+# Which overlaps the iteration may move (theta = 0 resp. m = theta = 0 are invariant subspaces; they are
+# pinned to stop round-off from growing along an unstable direction).
+_FREE_Q_M_V_TH = {
+    "semantic": (1.0, 1.0, 1.0, 1.0),
+    "positional": (1.0, 1.0, 1.0, 0.0),
+    "trivial": (1.0, 0.0, 1.0, 0.0),
+}
+
+TOL = 1e-9  # stopping tolerance on the relative fixed-point residual
+ACCEPT_TOL = 1e-7  # converged when the residual is below this (stops at TOL; basin-switch limit cycles)
+COLLAPSE = 1e-4  # a branch whose normalised signature overlap falls below this has collapsed
+FULL_EVERY = 20  # full inner search every this many outer iterations
+MAX_ITER_COLD = 400
+MAX_ITER_WARM = 150
+GRID_SIDE = 11  # full search: GRID_SIDE^2 grid points per node
+N_GRID_STARTS = 3  # lowest grid-local minima used as Newton starts
+NEWTON_FULL = 10  # Newton iterations after a full search
+NEWTON_WARM = 4  # Newton iterations from a warm start
+ANDERSON_M = 5  # Anderson history
+ANDERSON_BETA = 0.6  # Anderson mixing
+PLAIN_MIX = 0.2  # the authors' damping, used for the first N_PLAIN_COLD iterations of a cold start
+N_PLAIN_COLD = 40
+_STEPS = (1.0, 0.5, 0.25, 0.1, 0.02, 0.0)  # parallel line search
+
+
+# ----------------------------------------------------------------------------------------------------
+# Validation and the linear baseline
+# ----------------------------------------------------------------------------------------------------
+
+_COVERS = "the theory covers L = 2, r = r_t = 1, sigma > 0, a row-stochastic 2x2 A, alpha > 0"
+
+
+def check_supported(L, r, r_t, sigma, A, alphas) -> None:
+    """Raise ``ValueError`` (one line) unless the point is inside what this solver covers."""
+    sig = np.atleast_1d(np.asarray(sigma, dtype=float))
+    A_arr = np.asarray(A, dtype=float)
+    al = np.atleast_1d(np.asarray(alphas, dtype=float))
+    if L != 2:
+        problem = f"L={L}"
+    elif r != 1 or r_t != 1:
+        problem = f"r={r}, r_t={r_t}"
+    elif not np.all(np.isfinite(sig)) or np.any(sig <= 0):
+        problem = f"sigma={sigma}"
+    elif A_arr.shape != (2, 2) or np.any(A_arr < 0) or not np.allclose(A_arr.sum(1), 1.0, atol=1e-9):
+        problem = f"A={A_arr.tolist()}"
+    elif al.size == 0 or not np.all(np.isfinite(al)) or np.any(al <= 0):
+        problem = f"alphas={al.tolist()}"
+    else:
+        return
+    raise ValueError(f"{problem} is not supported: {_COVERS}")
+
+
+def _as_A(A) -> np.ndarray:
+    A_2x2 = np.asarray(A, dtype=np.float64)
+    if A_2x2.shape != (2, 2):
+        raise ValueError(f"A={A_2x2.tolist()} must be 2x2: {_COVERS}")
+    return A_2x2
+
+
+def linear_baseline_error(omega, sigma=0.5, A=STANDARD_A, quad_order=80):
+    """Population test error of the optimal linear positional baseline B = E[T].
+
+    test_error_lin = sigma^2 (E|T|_F^2 - |E T|_F^2) / 2 with t ~ N(0, rho I_2), rho = sigma^2. Only the
+    variance of T enters, (1 - omega)^2 sum_ij Var s_ij(t), so A drops out (it is validated only).
+    Computed with a 2-D Gauss-Hermite rule (the integrand is smooth; 80 nodes are converged to 1e-15).
+
+    Args:
+      omega: float or array (any shape). sigma: float or array broadcastable with omega.
+    Returns: float, or float64 array of the broadcast shape.
+    """
+    _as_A(A)
+    om, sig = np.broadcast_arrays(np.asarray(omega, np.float64), np.asarray(sigma, np.float64))
+    x_K, w_K = np.polynomial.hermite_e.hermegauss(quad_order)
+    w_K = w_K / w_K.sum()
+    t1_KK, t2_KK = np.meshgrid(x_K, x_K, indexing="ij")
+    w_KK = np.outer(w_K, w_K)
+    out = np.empty(om.shape)
+    for idx in np.ndindex(om.shape):
+        s = sig[idx]  # teacher field std = sqrt(rho) = sigma
+        a1 = (s * t1_KK) * (s * t1_KK - s * t2_KK)
+        s11 = 1.0 / (1.0 + np.exp(-a1))
+        s22 = 1.0 / (1.0 + np.exp(a1 - (s * t1_KK - s * t2_KK) ** 2))  # a2 = t2 (t2 - t1) = (t1-t2)^2 - a1
+        var = 0.0
+        for s_ij in (s11, s22):  # rows sum to 1: each diagonal entry's variance appears twice
+            mean = np.sum(w_KK * s_ij)
+            var += 2.0 * np.sum(w_KK * (s_ij - mean) ** 2)
+        out[idx] = s**2 * (1.0 - om[idx]) ** 2 * var / 2.0
+    return float(out) if out.ndim == 0 else out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Quadrature
+# ----------------------------------------------------------------------------------------------------
+
+
+class Quad(NamedTuple):
+    """Tensor Gauss-Hermite rule over (xi_1, xi_2, y_1, y_2): xi_Nx2, y_Nx2, wt_N (sum 1), N = K^4."""
+
+    xi_Nx2: np.ndarray
+    y_Nx2: np.ndarray
+    wt_N: np.ndarray
+
+
+@functools.lru_cache(maxsize=None)
+def quad_rule(K: int) -> Quad:
+    """The K^4-node tensor Gauss-Hermite rule for four independent standard Gaussians (numpy)."""
+    x_K, w_K = np.polynomial.hermite_e.hermegauss(K)
+    x_K = (x_K - x_K[::-1]) / 2.0  # exactly symmetric nodes: keeps theta = 0 invariant to round-off
+    w_K = (w_K + w_K[::-1]) / 2.0
+    w_K = w_K / w_K.sum()
+    g = np.meshgrid(x_K, x_K, x_K, x_K, indexing="ij")
+    wg = np.meshgrid(w_K, w_K, w_K, w_K, indexing="ij")
+    pts_Nx4 = np.stack([a.ravel() for a in g], axis=1)
+    wt_N = np.prod(np.stack([a.ravel() for a in wg], axis=1), axis=1)
+    return Quad(pts_Nx4[:, :2].copy(), pts_Nx4[:, 2:].copy(), wt_N)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The inner two-dimensional problem (all arrays broadcast elementwise: any shape ...)
+# ----------------------------------------------------------------------------------------------------
+
+
+class Node(NamedTuple):
+    """Per-node data of the inner problem, each of shape (N,) (or broadcastable)."""
+
+    w1: jnp.ndarray
+    w2: jnp.ndarray
+    T11: jnp.ndarray
+    T22: jnp.ndarray
+
+
+def _loss(h1, h2, T11, T22, sigma2):
+    """loss(h) = sigma^2 |s(h) - T|_F^2 = 2 sigma^2 [(s_11(h) - T_11)^2 + (s_22(h) - T_22)^2]."""
+    d = h1 - h2
+    return 2.0 * sigma2 * ((jax.nn.sigmoid(h1 * d) - T11) ** 2 + (jax.nn.sigmoid(-h2 * d) - T22) ** 2)
+
+
+def _M(h1, h2, nd: Node, V, sigma2):
+    """M(h) = |h - w|^2 / V + loss(h)."""
+    return ((h1 - nd.w1) ** 2 + (h2 - nd.w2) ** 2) / V + _loss(h1, h2, nd.T11, nd.T22, sigma2)
+
+
+def _newton_step(h1, h2, nd: Node, V, sigma2):
+    """One damped Newton step on M with analytic gradient/Hessian and a parallel line search.
+
+    Through a_1 = h_1 (h_1 - h_2), a_2 = h_2 (h_2 - h_1): grad a_1 = (2h_1 - h_2, -h_1),
+    grad a_2 = (-h_2, 2h_2 - h_1), Hess a_1 = [[2, -1], [-1, 0]], Hess a_2 = [[0, -1], [-1, 2]].
+    The Hessian is shifted to have eigenvalues >= 1e-3/V; the step is the best of a few fractions.
+    """
+    d = h1 - h2
+    g1, g2 = jax.nn.sigmoid(h1 * d), jax.nn.sigmoid(-h2 * d)
+    p1, p2 = g1 * (1 - g1), g2 * (1 - g2)
+    e1, e2 = g1 - nd.T11, g2 - nd.T22
+    c1, c2 = 4 * sigma2 * e1 * p1, 4 * sigma2 * e2 * p2  # d loss / d a
+    k1 = 4 * sigma2 * (p1 * p1 + e1 * p1 * (1 - 2 * g1))  # d^2 loss / d a^2
+    k2 = 4 * sigma2 * (p2 * p2 + e2 * p2 * (1 - 2 * g2))
+    u1x, u1y, u2x, u2y = 2 * h1 - h2, -h1, -h2, 2 * h2 - h1
+    gx = 2 * (h1 - nd.w1) / V + c1 * u1x + c2 * u2x
+    gy = 2 * (h2 - nd.w2) / V + c1 * u1y + c2 * u2y
+    hxx = 2 / V + 2 * c1 + k1 * u1x * u1x + k2 * u2x * u2x
+    hxy = -c1 - c2 + k1 * u1x * u1y + k2 * u2x * u2y
+    hyy = 2 / V + 2 * c2 + k1 * u1y * u1y + k2 * u2y * u2y
+    lmin = 0.5 * (hxx + hyy) - jnp.sqrt(0.25 * (hxx - hyy) ** 2 + hxy**2)
+    shift = jnp.maximum(0.0, 1e-3 / V - lmin)
+    a, c = hxx + shift, hyy + shift
+    det = a * c - hxy**2
+    dx = -(c * gx - hxy * gy) / det
+    dy = -(a * gy - hxy * gx) / det
+    norm = jnp.sqrt(dx * dx + dy * dy)
+    cap = jnp.minimum(1.0, 1.0 / jnp.maximum(norm, 1e-300))  # trust radius 1 (fields are O(1))
+    dx, dy = dx * cap, dy * cap
+    best1, best2, bestM = h1, h2, _M(h1, h2, nd, V, sigma2)
+    for tau in _STEPS[:-1]:  # parallel line search, unrolled (fuses into elementwise code)
+        c1_, c2_ = h1 + tau * dx, h2 + tau * dy
+        M_ = _M(c1_, c2_, nd, V, sigma2)
+        better = M_ < bestM
+        if tau == 1.0:  # near a minimum M is flat below round-off: take the pure Newton step there
+            better |= (shift == 0) & (norm < 1e-5)
+        best1, best2, bestM = jnp.where(better, c1_, best1), jnp.where(better, c2_, best2), jnp.minimum(M_, bestM)
+    return best1, best2
+
+
+def _newton(h1, h2, nd: Node, V, sigma2, n_iter: int):
+    """n_iter Newton steps (fixed count, so the work is static)."""
+    body = lambda _, hh: _newton_step(hh[0], hh[1], nd, V, sigma2)
+    return lax.fori_loop(0, n_iter, body, (h1, h2))
+
+
+def _grid_starts(nd: Node, V, sigma2, side: int, n_starts: int):
+    """Starts of the full search, shape (N, n_starts + 3) each for h_1 and h_2.
+
+    h* lies in the disc |h - w|^2 <= V loss(w) (since M(h*) <= M(w)); evaluate M on a side x side grid
+    covering it, keep the n_starts lowest grid-local minima (4-neighbour), and add 0, w and -h_best.
+    """
+    R_N = jnp.sqrt(V * _loss(nd.w1, nd.w2, nd.T11, nd.T22, sigma2)) + 1e-6
+    u_G = jnp.linspace(-1.0, 1.0, side)
+    gh1 = nd.w1[:, None, None] + R_N[:, None, None] * u_G[None, :, None]  # (N, G, 1)
+    gh2 = nd.w2[:, None, None] + R_N[:, None, None] * u_G[None, None, :]  # (N, 1, G)
+    ndG = Node(*(a[:, None, None] for a in nd))
+    M_NGG = _M(gh1, gh2, ndG, V, sigma2)
+    inf = jnp.inf
+    pad = jnp.pad(M_NGG, ((0, 0), (1, 1), (1, 1)), constant_values=inf)
+    is_min = (
+        (M_NGG <= pad[:, :-2, 1:-1]) & (M_NGG <= pad[:, 2:, 1:-1])
+        & (M_NGG <= pad[:, 1:-1, :-2]) & (M_NGG <= pad[:, 1:-1, 2:])
+    )
+    score_NP = jnp.where(is_min, M_NGG, inf).reshape(M_NGG.shape[0], -1)
+    idx = []
+    for _ in range(n_starts):  # n_starts lowest local minima (lax.top_k is slow on CPU)
+        i = jnp.argmin(score_NP, axis=1)
+        idx.append(i)
+        score_NP = jnp.where(jnp.arange(score_NP.shape[1])[None, :] == i[:, None], inf, score_NP)
+    idx_NS = jnp.stack(idx, axis=1)  # (ties/inf: an arbitrary grid point, harmless)
+    i_NS, j_NS = idx_NS // side, idx_NS % side
+    s1 = nd.w1[:, None] + R_N[:, None] * u_G[i_NS]
+    s2 = nd.w2[:, None] + R_N[:, None] * u_G[j_NS]
+    zero = jnp.zeros_like(nd.w1)[:, None]
+    h1_NS = jnp.concatenate([s1, zero, nd.w1[:, None], -s1[:, :1]], axis=1)
+    h2_NS = jnp.concatenate([s2, zero, nd.w2[:, None], -s2[:, :1]], axis=1)
+    return h1_NS, h2_NS
+
+
+def inner_full(nd: Node, V, sigma2, side: int = GRID_SIDE, n_starts: int = N_GRID_STARTS,
+               n_newton: int = NEWTON_FULL):
+    """Global minimiser h* of M at every node by the multi-start search. Returns (h1_N, h2_N)."""
+    h1_NS, h2_NS = _grid_starts(nd, V, sigma2, side, n_starts)
+    ndS = Node(*(a[:, None] for a in nd))
+    h1_NS, h2_NS = _newton(h1_NS, h2_NS, ndS, V, sigma2, n_newton)
+    best_N1 = jnp.argmin(_M(h1_NS, h2_NS, ndS, V, sigma2), axis=1)[:, None]
+    return jnp.take_along_axis(h1_NS, best_N1, 1)[:, 0], jnp.take_along_axis(h2_NS, best_N1, 1)[:, 0]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The outer map overlaps -> hats -> overlaps, for one problem
+# ----------------------------------------------------------------------------------------------------
+
+
+class Problem(NamedTuple):
+    """Scalars of one problem (a batch of them under vmap): omega, sigma, lam, alpha, A_11, A_22."""
+
+    omega: jnp.ndarray
+    sigma: jnp.ndarray
+    lam: jnp.ndarray
+    alpha: jnp.ndarray
+    A11: jnp.ndarray
+    A22: jnp.ndarray
+
+
+def _nodes(x_4, pb: Problem, quad: Quad):
+    """Fields at every node for overlaps x_4 = (q, m, V, theta): (Node, sqrt q, V*)."""
+    q, m, _, th = x_4[0], x_4[1], x_4[2], x_4[3]
+    rho = pb.sigma**2
+    sq = jnp.sqrt(jnp.maximum(q, 1e-300))
+    vstar = jnp.sqrt(jnp.maximum(rho - th**2 / jnp.maximum(q, 1e-300), 0.0))
+    xi, y = quad.xi_Nx2, quad.y_Nx2
+    w1, w2 = m + sq * xi[:, 0], -m + sq * xi[:, 1]
+    t1 = vstar * y[:, 0] + (th / sq) * xi[:, 0]
+    t2 = vstar * y[:, 1] + (th / sq) * xi[:, 1]
+    a1 = t1 * (t1 - t2)
+    T11 = (1 - pb.omega) * jax.nn.sigmoid(a1) + pb.omega * pb.A11
+    T22 = (1 - pb.omega) * jax.nn.sigmoid(-t2 * (t1 - t2)) + pb.omega * pb.A22
+    return Node(w1, w2, T11, T22), sq, vstar
+
+
+def overlap_map(x_4, h_Nx2, pb: Problem, quad: Quad, full: bool):
+    """One application of the fixed-point map.
+
+    Args:
+      x_4: (q, m, V, theta), float64. h_Nx2: warm start of h* (ignored when ``full``).
+    Returns:
+      (x_new_4, h_Nx2, obs) with obs = dict(hats_4, test_error, train_loss) evaluated at x_4.
+    """
+    q, m, V, th = x_4[0], x_4[1], x_4[2], x_4[3]
+    sigma2 = pb.sigma**2
+    rho = sigma2
+    nd, sq, vstar = _nodes(x_4, pb, quad)
+    if full:
+        h1, h2 = inner_full(nd, V, sigma2)
+    else:
+        h1, h2 = _newton(h_Nx2[:, 0], h_Nx2[:, 1], nd, V, sigma2, NEWTON_WARM)
+    wt = quad.wt_N
+    xi, y = quad.xi_Nx2, quad.y_Nx2
+    f1, f2 = (h1 - nd.w1) / V, (h2 - nd.w2) / V
+    al = pb.alpha
+    qh = al * jnp.sum(wt * (f1 * f1 + f2 * f2))
+    mh = al * jnp.sum(wt * (f1 - f2))
+    thh = al * jnp.sum(wt * (f1 * y[:, 0] + f2 * y[:, 1])) / jnp.maximum(vstar, 1e-300)
+    Vh = -al * jnp.sum(wt * (f1 * xi[:, 0] + f2 * xi[:, 1])) / sq + th * thh / jnp.maximum(q, 1e-300)
+    D = jnp.maximum(pb.lam + sigma2 * Vh, 1e-12)
+    quad_term = sigma2 * qh + mh**2 + sigma2 * rho * thh**2
+    x_new = jnp.stack([sigma2 * quad_term / D**2, mh / D, sigma2 / D, sigma2 * rho * thh / D])
+    EM = jnp.sum(wt * _M(h1, h2, nd, V, sigma2))
+    phi = 0.5 * (Vh * q - qh * V) - m * mh - th * thh + 0.5 * quad_term / D - 0.5 * al * EM
+    test_error = 0.5 * jnp.sum(wt * _loss(nd.w1, nd.w2, nd.T11, nd.T22, sigma2))
+    obs = dict(hats=jnp.stack([qh, mh, Vh, thh]), test_error=test_error, train_loss=-phi)
+    return x_new, jnp.stack([h1, h2], axis=1), obs
+
+
+def _residual(x_4, xn_4, rho):
+    """Relative fixed-point residual: |dq|/q, |dV|/V, |dm|/sqrt(q + m^2), |dtheta|/sqrt(q rho)."""
+    q, m, V = x_4[0], x_4[1], x_4[2]
+    scale = jnp.stack([q, jnp.sqrt(q + m * m), V, jnp.sqrt(q * rho)])
+    r = jnp.max(jnp.abs(xn_4 - x_4) / jnp.maximum(scale, 1e-300))
+    return jnp.where(jnp.isfinite(r), r, jnp.inf)
+
+
+# Anderson acceleration in z = (log q, m, log V, atanh(theta / sqrt(q rho))): q, V > 0 and
+# theta^2 < q rho (V* real) are built in.
+def _to_z(x, rho):
+    c = jnp.clip(x[3] / jnp.sqrt(jnp.maximum(x[0] * rho, 1e-300)), -1 + 1e-12, 1 - 1e-12)
+    return jnp.stack([jnp.log(jnp.maximum(x[0], 1e-300)), x[1], jnp.log(jnp.maximum(x[2], 1e-300)), jnp.arctanh(c)])
+
+
+def _from_z(z, rho):
+    q = jnp.exp(z[0])
+    return jnp.stack([q, z[1], jnp.exp(z[2]), jnp.sqrt(q * rho) * jnp.tanh(z[3])])
+
+
+class _Anderson(NamedTuple):
+    dz_Mx4: jnp.ndarray
+    dg_Mx4: jnp.ndarray
+    z_prev: jnp.ndarray
+    g_prev: jnp.ndarray
+    k: jnp.ndarray  # number of steps taken (history valid entries = min(k, M))
+
+
+def _anderson_init(z):
+    M = ANDERSON_M
+    return _Anderson(jnp.zeros((M, 4)), jnp.zeros((M, 4)), z, jnp.zeros(4), jnp.zeros((), jnp.int32))
+
+
+def _anderson_step(st: _Anderson, z, g):
+    """Type-II Anderson update z + beta g - (dZ + beta dG) gamma, gamma = argmin |g - dG gamma|."""
+    M = ANDERSON_M
+    slot = (st.k - 1) % M
+    push = st.k > 0
+    dz = jnp.where(push, st.dz_Mx4.at[slot].set(z - st.z_prev), st.dz_Mx4)
+    dg = jnp.where(push, st.dg_Mx4.at[slot].set(g - st.g_prev), st.dg_Mx4)
+    gram = dg @ dg.T
+    reg = 1e-10 * (jnp.trace(gram) + 1e-30)
+    gamma = jnp.linalg.solve(gram + reg * jnp.eye(M), dg @ g)
+    beta = ANDERSON_BETA
+    step = beta * g - (dz + beta * dg).T @ gamma
+    step = jnp.where(st.k < 2, beta * g, step)  # plain mixing until the history has two entries
+    step = jnp.clip(step, -0.5, 0.5)  # guard against wild extrapolation (z is log-scaled / O(0.1))
+    step = jnp.where(jnp.all(jnp.isfinite(step)), step, beta * g)
+    return _Anderson(dz, dg, z, g, st.k + 1), z + step
+
+
+def _anderson_reset(st: _Anderson, z):
+    return _anderson_init(z)._replace(k=jnp.zeros((), jnp.int32))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Batched solver: P problems, one alpha each, under lax.while_loop
+# ----------------------------------------------------------------------------------------------------
+
+
+class _State(NamedTuple):
+    x_Px4: jnp.ndarray
+    h_PxNx2: jnp.ndarray
+    and_st: _Anderson
+    res_P: jnp.ndarray  # residual of the last evaluation (the iterated, free overlaps)
+    res_free_P: jnp.ndarray  # the same including the pinned overlaps (reported; branch existence)
+    last_full_P: jnp.ndarray  # was the last evaluation a full search
+    done_P: jnp.ndarray
+    it_P: jnp.ndarray
+    it: jnp.ndarray
+    obs: dict
+
+
+def _signature_ok(x_Px4, free_Px4, rho_P):
+    """Branch signature: a free theta (semantic) must stay away from 0, a free m on a branch with pinned
+    theta (positional) too; normalised by the natural scales sqrt(q rho) and sqrt(q + m^2)."""
+    q, m, th = x_Px4[:, 0], x_Px4[:, 1], x_Px4[:, 3]
+    th_ok = jnp.abs(th) / jnp.sqrt(jnp.maximum(q * rho_P, 1e-300)) > COLLAPSE
+    m_ok = jnp.abs(m) / jnp.sqrt(jnp.maximum(q + m * m, 1e-300)) > COLLAPSE
+    semantic = free_Px4[:, 3] > 0
+    positional = (free_Px4[:, 3] == 0) & (free_Px4[:, 1] > 0)
+    ok = jnp.where(semantic, th_ok, True) & jnp.where(positional, m_ok, True)
+    return ok & (q > 0) & jnp.all(jnp.isfinite(x_Px4), axis=1)
+
+
+def solve_batch(pb_P: Problem, x0_Px4, h0_PxNx2, free_Px4, quad: Quad, max_iter, n_plain=0, warm_h=False):
+    """Solve P fixed points at once (traceable; call under jit and x64).
+
+    The first ``n_plain`` iterations are the authors' damped iteration x <- 0.2 F(x) + 0.8 x (a cold start
+    must not let Anderson jump to an unstable fixed point), then Anderson acceleration.
+    Returns dict: x (P,4), h (P,N,2), res (P,), iterations (P,), converged (P,), test_error,
+    train_loss, hats (P,4). ``converged`` = residual <= ACCEPT_TOL and the branch signature holds.
+    """
+    full_map = jax.vmap(lambda x, h, pb: overlap_map(x, h, pb, quad, True))
+    warm_map = jax.vmap(lambda x, h, pb: overlap_map(x, h, pb, quad, False))
+    rho_P = pb_P.sigma**2
+    P = x0_Px4.shape[0]
+
+    def evaluate(x, h, full):
+        return lax.cond(full, lambda: full_map(x, h, pb_P), lambda: warm_map(x, h, pb_P))
+
+    def body(s: _State) -> _State:
+        # full search: periodically (not at it = 0 of a warm start: h* of the previous alpha is reused) and
+        # always before a fixed point is accepted
+        periodic = (s.it % FULL_EVERY == 0) & ((s.it > 0) | (n_plain > 0) | ~warm_h)
+        need_full = periodic | (~s.last_full_P & (s.res_P < TOL))
+        full = jnp.any(need_full & ~s.done_P)
+        xn, hn, obs = evaluate(s.x_Px4, s.h_PxNx2, full)
+        res_free = jax.vmap(_residual)(s.x_Px4, xn, rho_P)  # includes the pinned overlaps' updates
+        xn = jnp.where(free_Px4 > 0, xn, s.x_Px4)
+        res = jax.vmap(_residual)(s.x_Px4, xn, rho_P)
+        z = jax.vmap(_to_z)(s.x_Px4, rho_P)
+        g = jax.vmap(_to_z)(xn, rho_P) - z
+        g = jnp.where(jnp.isfinite(g), g, 0.0)
+        and_new, z_new = jax.vmap(_anderson_step)(s.and_st, z, g)
+        # A basin switch in a full search makes the map jump: restart Anderson's history then.
+        restart = full & (res > 10 * s.res_P) & (s.it > 0)
+        and_new = jax.tree.map(
+            lambda a, b: jnp.where(restart.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
+            jax.vmap(_anderson_reset)(and_new, z), and_new,
+        )
+        x_next = jax.vmap(_from_z)(z_new, rho_P)
+        x_next = jnp.where(s.it < n_plain, PLAIN_MIX * xn + (1 - PLAIN_MIX) * s.x_Px4, x_next)
+        x_next = jnp.where(free_Px4 > 0, x_next, s.x_Px4)
+        now_done = full & (res < TOL)
+        done = s.done_P | now_done
+        keep = lambda old, new: jnp.where(s.done_P.reshape((-1,) + (1,) * (new.ndim - 1)), old, new)
+        return _State(
+            x_Px4=keep(s.x_Px4, jnp.where(now_done[:, None], s.x_Px4, x_next)),
+            h_PxNx2=keep(s.h_PxNx2, hn),
+            and_st=jax.tree.map(keep, s.and_st, and_new),
+            res_P=keep(s.res_P, res),
+        res_free_P=keep(s.res_free_P, res_free),
+            last_full_P=keep(s.last_full_P, jnp.broadcast_to(full, (P,))),
+            done_P=done,
+            it_P=keep(s.it_P, s.it_P + 1),
+            it=s.it + 1,
+            obs=jax.tree.map(keep, s.obs, obs),
+        )
+
+    obs0 = dict(hats=jnp.zeros((P, 4)), test_error=jnp.zeros(P), train_loss=jnp.zeros(P))
+    s0 = _State(x0_Px4, h0_PxNx2, jax.vmap(_anderson_init)(jax.vmap(_to_z)(x0_Px4, rho_P)), jnp.full(P, jnp.inf),
+                jnp.full(P, jnp.inf), jnp.zeros(P, bool), jnp.zeros(P, bool), jnp.zeros(P, jnp.int32), jnp.zeros((), jnp.int32), obs0)
+    s = lax.while_loop(lambda s: (s.it < max_iter) & ~jnp.all(s.done_P), body, s0)
+    conv = (s.res_free_P <= ACCEPT_TOL) & s.last_full_P & _signature_ok(s.x_Px4, free_Px4, rho_P)
+    return dict(x=s.x_Px4, h=s.h_PxNx2, res=s.res_free_P, iterations=s.it_P, converged=conv, **s.obs)
+
+
+def _continuation(pb_P: Problem, alphas_AxP, x0_Px4, free_Px4, quad: Quad, cold_first):
+    """Follow P problems along alphas_AxP (row a: every problem's alpha at step a) by continuation.
+
+    Step 0 starts from x0 (a cold start with N_PLAIN_COLD damped iterations when ``cold_first``); each
+    later step starts from the last converged solution of its problem (h* too). One ``lax.scan``, so one
+    compiled copy of the solver. Returns a dict of arrays with leading axes (A, P).
+    """
+    P = x0_Px4.shape[0]
+    h0 = jnp.zeros((P, quad.wt_N.shape[0], 2))
+
+    def step(carry, a_and_alpha):
+        x_c, h_c = carry
+        a, alpha_P = a_and_alpha
+        first = (a == 0) & cold_first
+        out = solve_batch(pb_P._replace(alpha=alpha_P), x_c, h_c, free_Px4, quad,
+                          jnp.where(first, MAX_ITER_COLD, MAX_ITER_WARM), jnp.where(first, N_PLAIN_COLD, 0),
+                          warm_h=a > 0)
+        ok = out["converged"]
+        carry = (jnp.where(ok[:, None], out["x"], x_c), jnp.where(ok[:, None, None], out["h"], h_c))
+        return carry, {k: v for k, v in out.items() if k != "h"}
+
+    _, out = lax.scan(step, (x0_Px4, h0), (jnp.arange(alphas_AxP.shape[0]), alphas_AxP))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_continuation(K: int):
+    quad = Quad(*(jnp.asarray(a) for a in quad_rule(K)))
+    return jax.jit(lambda pb, al, x0, free, cold: _continuation(pb, al, x0, free, quad, cold))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------------
+
+
+def _grid(omegas, sigma, lam, branches):
+    """Product grid of problems: DataFrame with omega, sigma, lam, branch (P rows)."""
+    om = np.atleast_1d(np.asarray(omegas, np.float64))
+    sg = np.atleast_1d(np.asarray(sigma, np.float64))
+    lm = np.atleast_1d(np.asarray(lam, np.float64))
+    for b in branches:
+        if b not in BRANCHES:
+            raise ValueError(f"branch={b!r} must be one of {BRANCHES}")
+    idx = pd.MultiIndex.from_product([om, sg, lm, list(branches)], names=["omega", "sigma", "lam", "branch"])
+    return idx.to_frame(index=False)
+
+
+def _run_continuation(grid: pd.DataFrame, alphas_desc, A_2x2, K: int):
+    """Solve every grid row along alphas_desc. Returns dict of numpy arrays (A, P, ...)."""
+    P = len(grid)
+    with jax.enable_x64(True):
+        pb = Problem(
+            omega=jnp.asarray(grid.omega.to_numpy()), sigma=jnp.asarray(grid.sigma.to_numpy()),
+            lam=jnp.asarray(grid.lam.to_numpy()), alpha=jnp.zeros(P),
+            A11=jnp.full(P, A_2x2[0, 0]), A22=jnp.full(P, A_2x2[1, 1]),
+        )
+        x0 = jnp.asarray(np.array([_START_Q_M_V_TH[b] for b in grid.branch], np.float64))
+        free = jnp.asarray(np.array([_FREE_Q_M_V_TH[b] for b in grid.branch], np.float64))
+        alphas_AxP = jnp.asarray(np.repeat(np.asarray(alphas_desc)[:, None], P, axis=1))
+        out = _compiled_continuation(K)(pb, alphas_AxP, x0, free, jnp.asarray(True))
+        return jax.tree.map(lambda a: np.asarray(a, dtype=np.float64 if a.dtype.kind == "f" else a.dtype), out)
+
+
+def _mark_global(df: pd.DataFrame) -> pd.DataFrame:
+    keys = ["omega", "sigma", "lam", "alpha"]
+    tl = df.train_loss.where(df.converged, np.inf)
+    best = tl.groupby([df[k] for k in keys]).transform("min")
+    df["global_min"] = df.converged & (tl == best) & np.isfinite(tl)
+    # ties (e.g. branches that merged): keep only the first
+    df["global_min"] &= ~df[df.global_min].duplicated(keys).reindex(df.index, fill_value=False)
+    return df
+
+
+def solve(omegas, alphas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT_QUAD_ORDER,
+          branches=("semantic", "positional")) -> pd.DataFrame:
+    """Fixed points for every (omega, sigma, lam) x alpha x branch (sigma, lam may be sequences).
+
+    Alphas are followed by continuation from the largest down (cold start at the largest from the
+    THEORY.md starting point of each branch). Returns one row per (omega, sigma, lam, alpha, branch) with
+    columns omega, sigma, lam, alpha, branch, q, m, V, theta, test_error, train_loss, converged,
+    iterations, residual, lin_test_error, global_min. Non-converged rows keep their last iterate's
+    numbers but must not be used (converged=False: the branch does not exist there or did not converge).
+    """
+    A_2x2 = _as_A(A)
+    al = np.atleast_1d(np.asarray(alphas, np.float64))
+    check_supported(2, 1, 1, sigma, A_2x2, al)
+    al_desc = np.unique(al)[::-1].copy()
+    grid = _grid(omegas, sigma, lam, branches)
+    out = _run_continuation(grid, al_desc, A_2x2, int(quad_order))
+    nA, P = len(al_desc), len(grid)
+    df = pd.concat([grid] * nA, ignore_index=True)
+    df.insert(3, "alpha", np.repeat(al_desc, P))
+    x = out["x"].reshape(nA * P, 4).copy()
+    # Q -> -Q maps (m, theta) -> (-m, -theta): report the representative with theta > 0 (or m >= 0).
+    flip = (x[:, 3] < 0) | ((x[:, 3] == 0) & (x[:, 1] < 0))
+    x[flip, 1] *= -1
+    x[flip, 3] *= -1
+    df["q"], df["m"], df["V"], df["theta"] = x[:, 0], x[:, 1], x[:, 2], x[:, 3]
+    df["test_error"] = out["test_error"].ravel()
+    df["train_loss"] = out["train_loss"].ravel()
+    df["converged"] = out["converged"].ravel().astype(bool)
+    df["iterations"] = out["iterations"].ravel().astype(int)
+    df["residual"] = out["res"].ravel()
+    df["lin_test_error"] = linear_baseline_error(df.omega.to_numpy(), df.sigma.to_numpy(), A_2x2)
+    df = _mark_global(df)
+    df = df.sort_values(["omega", "sigma", "lam", "alpha", "branch"], kind="stable").reset_index(drop=True)
+    return df
+
+
+def _solve_points(omega_P, alpha_P, branch_P, x0_Px4, sigma, lam, A_2x2, K: int) -> pd.DataFrame:
+    """One fixed point per row (own omega, alpha, branch), warm-started from x0 (Anderson, no cold phase)."""
+    n = len(omega_P)
+    P = 1 << max(0, int(np.ceil(np.log2(n))))  # pad to a power of two: few distinct compiled shapes
+    pad = lambda a: np.concatenate([np.asarray(a), np.repeat(np.asarray(a)[-1:], P - n, axis=0)])
+    omega_P, alpha_P, branch_P, x0_Px4 = pad(omega_P), pad(alpha_P), pad(branch_P), pad(x0_Px4)
+    with jax.enable_x64(True):
+        pb = Problem(omega=jnp.asarray(omega_P, jnp.float64), sigma=jnp.full(P, float(sigma)),
+                     lam=jnp.full(P, float(lam)), alpha=jnp.asarray(alpha_P, jnp.float64),
+                     A11=jnp.full(P, A_2x2[0, 0]), A22=jnp.full(P, A_2x2[1, 1]))
+        free = jnp.asarray(np.array([_FREE_Q_M_V_TH[b] for b in branch_P], np.float64))
+        out = _compiled_continuation(K)(pb, pb.alpha[None, :], jnp.asarray(x0_Px4, jnp.float64), free,
+                                        jnp.asarray(False))
+        out = {k: np.asarray(v)[0, :n] for k, v in out.items()}
+    omega_P, alpha_P, branch_P = omega_P[:n], alpha_P[:n], branch_P[:n]
+    return pd.DataFrame(dict(omega=omega_P, alpha=alpha_P, branch=branch_P, q=out["x"][:, 0],
+                             m=out["x"][:, 1], V=out["x"][:, 2], theta=out["x"][:, 3],
+                             test_error=out["test_error"], train_loss=out["train_loss"],
+                             converged=out["converged"].astype(bool)))
+
+
+def _x_of(rows: pd.DataFrame) -> np.ndarray:
+    return rows[["q", "m", "V", "theta"]].to_numpy(np.float64)
+
+
+def _illinois(f_lo, f_hi, lo, hi, evaluate, n_iter: int):
+    """Vectorised Illinois (regula falsi) root refinement of brackets [lo, hi] with f(lo) f(hi) < 0.
+
+    evaluate(alpha_R) -> f_R (NaN where undefined: the bracket is then bisected). Returns alpha_R.
+    """
+    lo, hi, f_lo, f_hi = (np.array(a, np.float64) for a in (lo, hi, f_lo, f_hi))
+    side = np.zeros(len(lo))
+    for _ in range(n_iter):
+        a = hi - f_hi * (hi - lo) / (f_hi - f_lo)
+        a = np.where(np.isfinite(a) & (a > lo) & (a < hi), a, 0.5 * (lo + hi))
+        fa = evaluate(a)
+        bad = ~np.isfinite(fa)
+        a = np.where(bad, 0.5 * (lo + hi), a)
+        if bad.any():
+            fa = np.where(bad, evaluate(a), fa)
+        same_lo = np.sign(fa) == np.sign(f_lo)
+        # Illinois: halve the retained endpoint's value when the same side is kept twice
+        f_hi = np.where(same_lo & (side == 1), f_hi / 2, f_hi)
+        f_lo = np.where(~same_lo & (side == -1), f_lo / 2, f_lo)
+        lo, f_lo = np.where(same_lo, a, lo), np.where(same_lo, fa, f_lo)
+        hi, f_hi = np.where(same_lo, hi, a), np.where(same_lo, f_hi, fa)
+        side = np.where(same_lo, 1, -1)
+        f_lo = np.where(np.isfinite(f_lo), f_lo, -f_hi)
+    return hi - f_hi * (hi - lo) / (f_hi - f_lo)
+
+
+def _first_crossing(alpha_A, g_A):
+    """Index i of the first sign change + -> - of g between alpha_A[i] and alpha_A[i+1] (finite), or -1."""
+    ok = np.isfinite(g_A[:-1]) & np.isfinite(g_A[1:]) & (g_A[:-1] > 0) & (g_A[1:] <= 0)
+    return int(np.argmax(ok)) if ok.any() else -1
+
+
+def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT_QUAD_ORDER,
+                   alpha_max=2.0, n_grid=40, n_refine=5) -> pd.DataFrame:
+    """alpha_c(omega), alpha_l(omega) and the spinodals of the two non-trivial branches.
+
+    Both branches are solved on the grid alpha = alpha_max * (1..n_grid)/n_grid (continuation, all omegas
+    batched); crossings are bracketed there and refined by ``n_refine`` batched Illinois steps (each step
+    solves the needed (omega, alpha) points, warm-started from the bracket's grid solution).
+
+    - alpha_c: train_loss_semantic - train_loss_positional changes sign (+ -> -, first crossing).
+    - alpha_l: the global minimum's test_error falls below the linear baseline's (first crossing; equal
+      to alpha_c when the drop happens at the jump of the global minimum).
+    - alpha_sp_semantic / alpha_sp_positional: the edge of the grid region where the branch exists
+      (first change of `converged` along alpha), refined by bisection on existence.
+    NaN where there is no crossing / edge in (0, alpha_max].
+
+    Returns: DataFrame with omega, sigma, lam, alpha_c, alpha_l, alpha_sp_semantic, alpha_sp_positional,
+    lin_test_error.
+    """
+    A_2x2 = _as_A(A)
+    check_supported(2, 1, 1, sigma, A_2x2, [alpha_max])
+    om = np.atleast_1d(np.asarray(omegas, np.float64))
+    K = int(quad_order)
+    alpha_A = alpha_max * np.arange(1, n_grid + 1) / n_grid
+    grid = solve(om, alpha_A, sigma, lam, A_2x2, K, branches=("semantic", "positional"))
+    lin = np.atleast_1d(linear_baseline_error(om, sigma, A_2x2))
+    wide = {b: grid[grid.branch == b].pivot(index="omega", columns="alpha") for b in ("semantic", "positional")}
+
+    def table(b, col):  # (n_omega, n_grid), NaN where the branch does not exist
+        t = wide[b][col].reindex(index=om, columns=alpha_A).to_numpy(np.float64)
+        return np.where(wide[b]["converged"].reindex(index=om, columns=alpha_A).to_numpy(bool), t, np.nan)
+
+    def rows_at(b, i_om, i_al):  # the grid solution used as warm start
+        g = grid[(grid.branch == b)].set_index(["omega", "alpha"])
+        return _x_of(g.loc[list(zip(om[i_om], alpha_A[i_al]))])
+
+    def solve_both(i_om, alpha_R, i_warm):
+        """Both branches at (omega[i_om], alpha_R), warm from grid column i_warm. Returns dict b -> frame."""
+        out = {}
+        for b in ("semantic", "positional"):
+            x0 = rows_at(b, i_om, i_warm)
+            x0 = np.where(np.isfinite(x0), x0, np.array(_START_Q_M_V_TH[b]))
+            out[b] = _solve_points(om[i_om], alpha_R, [b] * len(i_om), x0, sigma, lam, A_2x2, K)
+        return out
+
+    def value(frames, kind, i_om):
+        s, p = frames["semantic"], frames["positional"]
+        te = lambda f: np.where(f.converged, f.test_error, np.nan)
+        tl = lambda f: np.where(f.converged, f.train_loss, np.nan)
+        if kind == "c":
+            return tl(s) - tl(p)
+        return te(s if kind == "l_semantic" else p) - lin[i_om]
+
+    def refine(kind, i_om, i_lo, lo, hi, f_lo, f_hi):
+        if len(i_om) == 0:
+            return np.array([])
+        ev = lambda a: value(solve_both(i_om, a, np.where(kind == "c", i_lo + 1, i_lo) if False else i_lo + 1),
+                             kind, i_om)
+        return _illinois(f_lo, f_hi, lo, hi, ev, n_refine)
+
+    n_om = len(om)
+    tl_s, tl_p = table("semantic", "train_loss"), table("positional", "train_loss")
+    te_s, te_p = table("semantic", "test_error"), table("positional", "test_error")
+    out = pd.DataFrame(dict(omega=om, sigma=float(sigma), lam=float(lam)))
+
+    # alpha_c
+    diff = tl_s - tl_p
+    idx_c = np.array([_first_crossing(alpha_A, diff[i]) for i in range(n_om)])
+    has = np.flatnonzero(idx_c >= 0)
+    alpha_c = np.full(n_om, np.nan)
+    if len(has):
+        i = idx_c[has]
+        alpha_c[has] = refine("c", has, i, alpha_A[i], alpha_A[i + 1], diff[has, i], diff[has, i + 1])
+    out["alpha_c"] = alpha_c
+
+    # alpha_l: global-minimum test error minus the baseline, along the grid
+    glob_s = np.where(np.isnan(tl_p), np.isfinite(tl_s), tl_s < tl_p)
+    te_g = np.where(glob_s, te_s, te_p) - lin[:, None]
+    alpha_l = np.full(n_om, np.nan)
+    for i_o in range(n_om):
+        j = _first_crossing(alpha_A, te_g[i_o])
+        if j < 0:
+            continue
+        if glob_s[i_o, j] == glob_s[i_o, j + 1]:  # same branch at both ends: smooth root
+            b = "semantic" if glob_s[i_o, j] else "positional"
+            alpha_l[i_o] = refine(f"l_{b}", np.array([i_o]), np.array([j]), alpha_A[j:j + 1], alpha_A[j + 1:j + 2],
+                                  te_g[i_o, j:j + 1], te_g[i_o, j + 1:j + 2])[0]
+        elif np.isfinite(alpha_c[i_o]) and alpha_A[j] < alpha_c[i_o] < alpha_A[j + 1]:
+            fr = solve_both(np.array([i_o]), np.array([alpha_c[i_o]]), np.array([j + 1]))
+            old = "semantic" if glob_s[i_o, j] else "positional"
+            new = "positional" if old == "semantic" else "semantic"
+            g_old = value(fr, f"l_{old}", np.array([i_o]))[0]
+            g_new = value(fr, f"l_{new}", np.array([i_o]))[0]
+            if g_old <= 0:  # the old branch already crossed before alpha_c
+                alpha_l[i_o] = refine(f"l_{old}", np.array([i_o]), np.array([j]), alpha_A[j:j + 1],
+                                      np.array([alpha_c[i_o]]), te_g[i_o, j:j + 1], np.array([g_old]))[0]
+            elif g_new <= 0:  # the drop happens at the jump
+                alpha_l[i_o] = alpha_c[i_o]
+            else:
+                alpha_l[i_o] = refine(f"l_{new}", np.array([i_o]), np.array([j]), np.array([alpha_c[i_o]]),
+                                      alpha_A[j + 1:j + 2], np.array([g_new]), te_g[i_o, j + 1:j + 2])[0]
+        else:
+            alpha_l[i_o] = 0.5 * (alpha_A[j] + alpha_A[j + 1])  # switch without a refined alpha_c
+    out["alpha_l"] = alpha_l
+
+    # spinodals: bisection on existence
+    for b, tab in (("semantic", tl_s), ("positional", tl_p)):
+        exists = np.isfinite(tab)
+        sp = np.full(n_om, np.nan)
+        edges = [(i, int(np.argmax(exists[i, 1:] != exists[i, :-1]))) for i in range(n_om)
+                 if (exists[i, 1:] != exists[i, :-1]).any()]
+        if edges:
+            i_om = np.array([e[0] for e in edges])
+            j = np.array([e[1] for e in edges])
+            lo, hi = alpha_A[j].copy(), alpha_A[j + 1].copy()
+            lo_exists = exists[i_om, j]
+            i_warm = np.where(lo_exists, j, j + 1)
+            for _ in range(n_refine):
+                mid = 0.5 * (lo + hi)
+                x0 = rows_at(b, i_om, i_warm)
+                ok = _solve_points(om[i_om], mid, [b] * len(i_om), x0, sigma, lam, A_2x2, K).converged.to_numpy()
+                move_lo = ok == lo_exists
+                lo, hi = np.where(move_lo, mid, lo), np.where(move_lo, hi, mid)
+            sp[i_om] = 0.5 * (lo + hi)
+        out[f"alpha_sp_{b}"] = sp
+    out["lin_test_error"] = lin
+    return out
+
+
+def theory_at(results: pd.DataFrame, A=STANDARD_A, quad_order=DEFAULT_QUAD_ORDER,
+              branches=("semantic", "positional")) -> pd.DataFrame:
+    """Join simulation results with the theory at their (omega, sigma, lam, alpha) points.
+
+    The theory is solved once per unique point (per (sigma, lam): the product of the unique omegas and
+    alphas, by continuation). Added columns: th_<branch>_<col> for col in test_error, train_loss, q, m,
+    theta, converged; th_global_<col> (the converged branch with the lowest train_loss, th_global_branch)
+    and th_lin_test_error.
+    """
+    keys = ["omega", "sigma", "lam", "alpha"]
+    missing = [k for k in keys if k not in results.columns]
+    if missing:
+        raise ValueError(f"results lacks columns {missing}: theory_at needs {keys}")
+    cols = ["test_error", "train_loss", "q", "m", "theta", "converged"]
+    pieces = []
+    for (sig, lm), grp in results[keys].drop_duplicates().groupby(["sigma", "lam"]):
+        df = solve(np.unique(grp.omega), np.unique(grp.alpha), sig, lm, A, quad_order, branches)
+        wide = df.pivot(index=keys, columns="branch", values=cols)
+        wide.columns = [f"th_{b}_{c}" for c, b in wide.columns]
+        g = df[df.global_min].set_index(keys)
+        glob = g[cols[:-1]].add_prefix("th_global_")
+        glob["th_global_branch"] = g.branch
+        lin = df.drop_duplicates(keys).set_index(keys)[["lin_test_error"]].rename(
+            columns={"lin_test_error": "th_lin_test_error"})
+        pieces.append(wide.join(glob).join(lin).reset_index())
+    theory = pd.concat(pieces, ignore_index=True)
+    return results.merge(theory, on=keys, how="left")

@@ -77,7 +77,6 @@ def _enable_compilation_cache() -> None:
 
     jax.config.update("jax_compilation_cache_dir", where)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    jax.config.update("jax_compilation_cache_max_size", 2 * 2**30)  # bytes, least recently used evicted
 
 
 def main(argv=None) -> int:

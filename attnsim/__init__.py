@@ -15,3 +15,26 @@ Glossary (meanings exactly as in the paper, Cui et al. NeurIPS 2024, and ``MODEL
 """
 
 __version__ = "0.1.0"
+
+
+def _tune_xla_cpu() -> None:
+    """Keep XLA's CPU backend from handing the step's small reductions and dots to YNNPACK fusions: with
+    jaxlib 0.10 their call overhead made a d = 1000 training step 3.7x slower and a 16-run chunk at d = 30
+    10x slower per run (scripts/bench_sweep.py; the README's performance section). Takes effect when
+    attnsim is imported before JAX's first computation; an XLA_FLAGS that already sets the option, or
+    ATTNSIM_KEEP_XLA_FLAGS=1, is left alone."""
+    import os
+    from importlib import metadata
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "ynn_fusion_type" in flags or os.environ.get("ATTNSIM_KEEP_XLA_FLAGS"):
+        return
+    try:
+        jaxlib_version = metadata.version("jaxlib")
+    except metadata.PackageNotFoundError:
+        return
+    if jaxlib_version.startswith("0.10."):  # the flag is known to exist there (an unknown flag aborts XLA)
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_experimental_ynn_fusion_type=".strip()
+
+
+_tune_xla_cpu()

@@ -43,8 +43,8 @@ def test_four_devices_equal_one(tmp_path, reference):
     assert "on 4 cpu device(s)" in out.stderr
     res = pd.read_csv(tmp_path / "results.csv")
     pd.testing.assert_frame_equal(res.drop(columns=METRICS), reference.drop(columns=METRICS))
-    for col in METRICS:
-        np.testing.assert_allclose(res[col], reference[col], rtol=1e-5, err_msg=col)
+    for col in METRICS:  # float32 reduction-order noise: 1e-5 relative, and 1e-7 absolute for overlaps near 0
+        np.testing.assert_allclose(res[col], reference[col], rtol=1e-5, atol=1e-7, err_msg=col)
 
 
 def _free_port():

@@ -157,3 +157,26 @@ def test_theory_at_joins():
                 "th_semantic_train_loss", "th_lin_test_error"):
         assert out[col].notna().all(), col
     assert (out.th_global_branch == ["positional", "positional", "semantic"]).all()
+
+
+def test_folded_quadrature_rule():
+    """quad_rule_sym keeps one node per mirror pair (xi, y) <-> -(swapped xi, y), twice weighted: it
+    integrates every mirror-symmetric function exactly as the full tensor rule does."""
+    for K in (6, 7):
+        full, fold = theory.quad_rule(K), theory.quad_rule_sym(K)
+        assert len(fold.wt_N) == (K**4 + K**2) // 2  # K^2 nodes are their own mirror
+        assert fold.wt_N.sum() == pytest.approx(1.0, abs=1e-13)
+        g = lambda xi, y: np.exp(0.3 * xi[:, 0] - 0.2 * xi[:, 1] + 0.1 * y[:, 0]) * (1 + xi[:, 0] * y[:, 1])
+        sym = lambda xi, y: 0.5 * (g(xi, y) + g(-xi[:, ::-1], -y[:, ::-1]))
+        assert np.sum(fold.wt_N * sym(fold.xi_Nx2, fold.y_Nx2)) == pytest.approx(
+            np.sum(full.wt_N * sym(full.xi_Nx2, full.y_Nx2)), rel=1e-13)
+
+
+def test_folded_rule_same_fixed_point(monkeypatch):
+    """The standard A (A_11 = A_22) is solved on the folded rule; the full rule gives the same fixed point."""
+    folded = theory.solve([0.3], [2.0], quad_order=6)
+    monkeypatch.setattr(theory, "_symmetric_A", lambda A: False)
+    unfolded = theory.solve([0.3], [2.0], quad_order=6)
+    assert folded.converged.all() and unfolded.converged.all()
+    for col in ("q", "V", "theta", "test_error", "train_loss"):
+        np.testing.assert_allclose(folded[col], unfolded[col], rtol=1e-6, atol=1e-12, err_msg=col)

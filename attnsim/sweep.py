@@ -1,11 +1,12 @@
 """A sweep: the config's grid of runs, grouped into batched, compiled chunks.
 
 A run is one (omega, sigma, lam, alpha, seed, init). Runs of one seed share their training and test
-data (``attnsim.data``), so a chunk holds runs of a single seed and vmaps ``training.make_run`` over
-them with the seed key unbatched: the data is drawn once and every step is a matrix-matrix product
-over the chunk's runs. Runs with different n share a chunk by padding to the chunk's largest n
-(masked out of the loss); chunks are cut so that no run's n is below ``MIN_FILL`` of the chunk's
-largest, which bounds the padded work. The run axis is sharded over the local devices.
+data (``attnsim.data``), so ``training.make_run`` is vmapped over a group of runs of one seed with the
+seed key unbatched: the data is drawn once and every step is a matrix-matrix product over the group.
+A chunk (one compiled call) vmaps that again over the groups of several seeds. Runs with different n
+share a group by padding to its largest n (masked out of the loss); groups are cut so that no run's n
+is below ``MIN_FILL`` of the group's largest, which bounds the padded work. The run axis is sharded
+over the local devices.
 """
 
 from __future__ import annotations
@@ -115,8 +116,8 @@ def default_memory_budget() -> int:
         return 4 * 2**30
 
 
-# On CPU a wide chunk stops paying once its per-step working set leaves the cache; measured by
-# scripts/bench_sweep.py (see the README's performance section).
+# Runs per chunk on CPU: the best of 1..64 for every d in 30..1000 in scripts/bench_sweep.py (README,
+# performance section); wider chunks gain little there and delay the first results.
 CPU_MAX_BATCH = 64
 ACCEL_MAX_BATCH = 1024
 
@@ -133,7 +134,7 @@ def default_max_batch(cfg: ml_collections.ConfigDict, devices: int = 1) -> int:
             f"budget of {budget / 2**30:.2f} GiB; raise config.memory_budget (GiB) or lower d / alphas / test_chunk")
     if cfg.max_batch:
         return cfg.max_batch
-    fit = devices * (budget - chunk_bytes(cfg, n_max, 0)) // (chunk_bytes(cfg, n_max, 1) - chunk_bytes(cfg, n_max, 0))
+    fit = devices * (budget // one)  # as if every run brought its own seed's data (chunks mix seeds)
     cap = CPU_MAX_BATCH if jax.default_backend() == "cpu" else ACCEL_MAX_BATCH
     return int(max(1, min(cap * devices, fit)))
 

@@ -20,15 +20,25 @@ Notation (THEORY.md; defined once here). Per Gauss-Hermite node of four standard
 - ``M(h) = |h - w|^2 / V + loss(h)``, loss(h) = sigma^2 |s(h) - T(t)|_F^2 (the full M, teacher term
   included); h* = argmin M (global), f = (h* - w) / V.
 
-Algorithm. All N = K^4 nodes are processed at once (tensor Gauss-Hermite, K = ``quad_order``). The
-inner problem is solved by a batched damped Newton method with a parallel line search; a full search
-(coarse grid over the disc |h - w|^2 <= V loss(w) that provably contains h*, the lowest grid-local minima,
-0, w and the mirror of the best grid point as starts) is done on the first iteration at every alpha, every
-``FULL_EVERY`` iterations and before a fixed point is accepted; in between Newton is warm-started from the
-previous h*. The outer iteration on (log q, m, log V, theta) is Anderson-accelerated inside
-``lax.while_loop``; all problems of a grid (omega, sigma, lambda, branch) are one ``jax.vmap``-ed batch,
-and alpha is followed by continuation (``lax.scan``, largest alpha first, each alpha warm-started from
-the previous converged solution).
+Algorithm. All N = K^4 nodes are processed at once (tensor Gauss-Hermite, K = ``quad_order``; for
+A_11 = A_22 folded by the token-swap-and-sign symmetry to (K^4 + K^2)/2 nodes, exactly, see
+``quad_rule_sym``). The inner problem is solved by a batched damped Newton method with a parallel line
+search; a full search (coarse grid over the disc |h - w|^2 <= V loss(w) that provably contains h*, the
+lowest grid-local minima, 0, w and the mirror of the best grid point as starts; Newton from all starts,
+then only the best two are polished) is done on the first iteration of a cold start, every
+``FULL_EVERY`` (``FULL_EVERY_WARM`` along a continuation) iterations and before a fixed point is
+accepted; in between Newton is warm-started from the previous h*. The outer iteration on
+(log q, m, log V, theta) is Anderson-accelerated inside ``lax.while_loop``. Alpha is followed by
+continuation (largest alpha first, each alpha started from a secant prediction off the previous two
+converged solutions, with the previous h*). One compiled step (one alpha, one problem) serves everything:
+problems (omega, sigma, lambda, branch) run one at a time, because in a vmapped batch every problem pays
+for the union of all problems' outer iterations and full searches (measured 2-3x slower at 8 problems).
+
+Speed (2-core CPU, one core): the 46 omega x 100 alpha phase diagram of scripts/bench_theory.py (9200
+fixed points + critical lines) takes ~71 s at K = 6, ~3 min at K = 8 (extrapolated), ~6.5 min at K = 10
+(extrapolated), compilation (~9 s) included. Accuracy against K = 10 at omega = 0.1..0.4: the
+semantic/positional train-loss crossing within 2.2% (K = 6) / 0.8% (K = 8), alpha_l within 1.4% / 0.5%,
+test_error at alpha = 1.5 within 0.9% / 0.3%.
 
 Everything runs in float64 inside ``with jax.enable_x64(True):``; public functions return numpy /
 pandas float64, so a float32 caller is unaffected.
@@ -72,17 +82,21 @@ TOL = 1e-9  # stopping tolerance on the relative fixed-point residual
 ACCEPT_TOL = 1e-7  # converged when the residual is below this (stops at TOL; basin-switch limit cycles)
 COLLAPSE = 1e-4  # a branch whose normalised signature overlap falls below this has collapsed
 FULL_EVERY = 20  # full inner search every this many outer iterations
+FULL_EVERY_WARM = 50  # the same along a continuation (h* warm from the previous alpha; accepted points
+# always end with a full search)
 MAX_ITER_COLD = 400
 MAX_ITER_WARM = 150
 GRID_SIDE = 11  # full search: GRID_SIDE^2 grid points per node
 N_GRID_STARTS = 3  # lowest grid-local minima used as Newton starts
 NEWTON_FULL = 10  # Newton iterations after a full search
+NEWTON_SCREEN = 4  # of which from every start (then only from the N_POLISH best)
+N_POLISH = 2
 NEWTON_WARM = 4  # Newton iterations from a warm start
 ANDERSON_M = 5  # Anderson history
 ANDERSON_BETA = 0.6  # Anderson mixing
 PLAIN_MIX = 0.2  # the authors' damping, used for the first N_PLAIN_COLD iterations of a cold start
 N_PLAIN_COLD = 40
-_STEPS = (1.0, 0.5, 0.25, 0.1, 0.02, 0.0)  # parallel line search
+_STEPS = (1.0, 0.3, 0.05, 0.0)  # parallel line search
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -177,6 +191,25 @@ def quad_rule(K: int) -> Quad:
     return Quad(pts_Nx4[:, :2].copy(), pts_Nx4[:, 2:].copy(), wt_N)
 
 
+@functools.lru_cache(maxsize=None)
+def quad_rule_sym(K: int) -> Quad:
+    """quad_rule(K) folded by the token-swap-and-sign symmetry (~half the nodes, the same integrals).
+
+    For A_11 = A_22 the node (xi_1, xi_2, y_1, y_2) and its mirror (-xi_2, -xi_1, -y_2, -y_1) have
+    mirrored problems: w -> -(w_2, w_1), t -> -(t_2, t_1), s_11 <-> s_22, T_11 <-> T_22, so
+    h* -> -(h*_2, h*_1) and f -> -(f_2, f_1), and every integrand of the map and the observables
+    (f_1^2 + f_2^2, f_1 - f_2, f.y, f.xi, M, loss) is the same at both. The tensor rule is exactly mirror
+    symmetric (nodes antisymmetrised), so keeping one node per pair with twice its weight is exact.
+    """
+    full = quad_rule(K)
+    i = np.arange(K**4).reshape(K, K, K, K)
+    j = i[::-1, ::-1, ::-1, ::-1].transpose(1, 0, 3, 2)  # j[a,b,c,d] = index of (K-1-b, K-1-a, K-1-d, K-1-c)
+    i, j = i.ravel(), j.ravel()
+    keep = i <= j
+    wt = np.where(i == j, 1.0, 2.0) * full.wt_N
+    return Quad(full.xi_Nx2[keep].copy(), full.y_Nx2[keep].copy(), wt[keep].copy())
+
+
 # ----------------------------------------------------------------------------------------------------
 # The inner two-dimensional problem (all arrays broadcast elementwise: any shape ...)
 # ----------------------------------------------------------------------------------------------------
@@ -249,47 +282,77 @@ def _newton(h1, h2, nd: Node, V, sigma2, n_iter: int):
 
 
 def _grid_starts(nd: Node, V, sigma2, side: int, n_starts: int):
-    """Starts of the full search, shape (N, n_starts + 3) each for h_1 and h_2.
+    """Starts of the full search, shape (n_starts + 3, N) each for h_1 and h_2.
 
     h* lies in the disc |h - w|^2 <= V loss(w) (since M(h*) <= M(w)); evaluate M on a side x side grid
     covering it, keep the n_starts lowest grid-local minima (4-neighbour), and add 0, w and -h_best.
+    Layout: the node axis is innermost everywhere (XLA's CPU loops vectorise over it; ~5x faster than
+    node-major).
     """
     R_N = jnp.sqrt(V * _loss(nd.w1, nd.w2, nd.T11, nd.T22, sigma2)) + 1e-6
     u_G = jnp.linspace(-1.0, 1.0, side)
-    gh1 = nd.w1[:, None, None] + R_N[:, None, None] * u_G[None, :, None]  # (N, G, 1)
-    gh2 = nd.w2[:, None, None] + R_N[:, None, None] * u_G[None, None, :]  # (N, 1, G)
-    ndG = Node(*(a[:, None, None] for a in nd))
-    M_NGG = _M(gh1, gh2, ndG, V, sigma2)
+    # The grid only ranks starts (Newton and the final choice are float64): float32 halves its cost.
+    f32 = lambda a: jnp.asarray(a, jnp.float32)
+    gh1 = f32(nd.w1)[None, None, :] + f32(R_N)[None, None, :] * f32(u_G)[:, None, None]  # (G, 1, N)
+    gh2 = f32(nd.w2)[None, None, :] + f32(R_N)[None, None, :] * f32(u_G)[None, :, None]  # (1, G, N)
+    ndG = Node(*(f32(a)[None, None, :] for a in nd))
+    M_GGN = _M(gh1, gh2, ndG, f32(V), f32(sigma2))
     inf = jnp.inf
-    pad = jnp.pad(M_NGG, ((0, 0), (1, 1), (1, 1)), constant_values=inf)
+    pad = jnp.pad(M_GGN, ((1, 1), (1, 1), (0, 0)), constant_values=inf)
     is_min = (
-        (M_NGG <= pad[:, :-2, 1:-1]) & (M_NGG <= pad[:, 2:, 1:-1])
-        & (M_NGG <= pad[:, 1:-1, :-2]) & (M_NGG <= pad[:, 1:-1, 2:])
+        (M_GGN <= pad[:-2, 1:-1]) & (M_GGN <= pad[2:, 1:-1])
+        & (M_GGN <= pad[1:-1, :-2]) & (M_GGN <= pad[1:-1, 2:])
     )
-    score_NP = jnp.where(is_min, M_NGG, inf).reshape(M_NGG.shape[0], -1)
+    score_PN = jnp.where(is_min, M_GGN, inf).reshape(side * side, -1)
     idx = []
-    for _ in range(n_starts):  # n_starts lowest local minima (lax.top_k is slow on CPU)
-        i = jnp.argmin(score_NP, axis=1)
+    iota = jnp.arange(side * side)[:, None]
+    for _ in range(n_starts):  # n_starts lowest local minima (lax.top_k and argmin are slow on CPU:
+        # min, then the first index attaining it, are two plain reductions)
+        lo = jnp.min(score_PN, axis=0, keepdims=True)
+        i = jnp.min(jnp.where(score_PN == lo, iota, side * side - 1), axis=0)
         idx.append(i)
-        score_NP = jnp.where(jnp.arange(score_NP.shape[1])[None, :] == i[:, None], inf, score_NP)
-    idx_NS = jnp.stack(idx, axis=1)  # (ties/inf: an arbitrary grid point, harmless)
-    i_NS, j_NS = idx_NS // side, idx_NS % side
-    s1 = nd.w1[:, None] + R_N[:, None] * u_G[i_NS]
-    s2 = nd.w2[:, None] + R_N[:, None] * u_G[j_NS]
-    zero = jnp.zeros_like(nd.w1)[:, None]
-    h1_NS = jnp.concatenate([s1, zero, nd.w1[:, None], -s1[:, :1]], axis=1)
-    h2_NS = jnp.concatenate([s2, zero, nd.w2[:, None], -s2[:, :1]], axis=1)
-    return h1_NS, h2_NS
+        score_PN = jnp.where(iota == i[None, :], inf, score_PN)
+    idx_SN = jnp.stack(idx, axis=0)  # (ties/inf: an arbitrary grid point, harmless)
+    i_SN, j_SN = idx_SN // side, idx_SN % side
+    s1 = nd.w1[None, :] + R_N[None, :] * u_G[i_SN]
+    s2 = nd.w2[None, :] + R_N[None, :] * u_G[j_SN]
+    zero = jnp.zeros_like(nd.w1)[None, :]
+    h1_SN = jnp.concatenate([s1, zero, nd.w1[None, :], -s1[:1]], axis=0)
+    h2_SN = jnp.concatenate([s2, zero, nd.w2[None, :], -s2[:1]], axis=0)
+    return h1_SN, h2_SN
 
 
 def inner_full(nd: Node, V, sigma2, side: int = GRID_SIDE, n_starts: int = N_GRID_STARTS,
                n_newton: int = NEWTON_FULL):
     """Global minimiser h* of M at every node by the multi-start search. Returns (h1_N, h2_N)."""
-    h1_NS, h2_NS = _grid_starts(nd, V, sigma2, side, n_starts)
-    ndS = Node(*(a[:, None] for a in nd))
-    h1_NS, h2_NS = _newton(h1_NS, h2_NS, ndS, V, sigma2, n_newton)
-    best_N1 = jnp.argmin(_M(h1_NS, h2_NS, ndS, V, sigma2), axis=1)[:, None]
-    return jnp.take_along_axis(h1_NS, best_N1, 1)[:, 0], jnp.take_along_axis(h2_NS, best_N1, 1)[:, 0]
+    h1_SN, h2_SN = _grid_starts(nd, V, sigma2, side, n_starts)
+    ndS = Node(*(a[None, :] for a in nd))
+    # Newton from every start for NEWTON_SCREEN steps, then only the N_POLISH lowest are polished for the
+    # remaining steps (same answers as polishing all starts on the tested grids, ~half the cost).
+    n_screen = min(NEWTON_SCREEN, n_newton)
+    h1_SN, h2_SN = _newton(h1_SN, h2_SN, ndS, V, sigma2, n_screen)
+    if n_screen < n_newton:
+        h1_SN, h2_SN = _pick_lowest(h1_SN, h2_SN, ndS, V, sigma2, N_POLISH)
+        h1_SN, h2_SN = _newton(h1_SN, h2_SN, ndS, V, sigma2, n_newton - n_screen)
+    h1_SN, h2_SN = _pick_lowest(h1_SN, h2_SN, ndS, V, sigma2, 1)
+    return h1_SN[0], h2_SN[0]
+
+
+def _pick_lowest(h1_SN, h2_SN, ndS: Node, V, sigma2, n_keep: int):
+    """Per node, the n_keep starts with the lowest M (first on ties), shape (n_keep, N); no argmin/top_k
+    (slow on CPU): min, then the first index attaining it."""
+    M_SN = _M(h1_SN, h2_SN, ndS, V, sigma2)
+    M_SN = jnp.where(jnp.isnan(M_SN), jnp.inf, M_SN)
+    iota = jnp.arange(M_SN.shape[0])[:, None]
+    out1, out2 = [], []
+    for _ in range(n_keep):
+        lo = jnp.min(M_SN, axis=0, keepdims=True)
+        i = jnp.min(jnp.where(M_SN == lo, iota, M_SN.shape[0] - 1), axis=0, keepdims=True)
+        sel = iota == i
+        out1.append(jnp.sum(jnp.where(sel, h1_SN, 0.0), axis=0))
+        out2.append(jnp.sum(jnp.where(sel, h2_SN, 0.0), axis=0))
+        M_SN = jnp.where(sel, jnp.inf, M_SN)
+    return jnp.stack(out1), jnp.stack(out2)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -324,13 +387,13 @@ def _nodes(x_4, pb: Problem, quad: Quad):
     return Node(w1, w2, T11, T22), sq, vstar
 
 
-def overlap_map(x_4, h_Nx2, pb: Problem, quad: Quad, full: bool):
+def overlap_map(x_4, h_2xN, pb: Problem, quad: Quad, full: bool):
     """One application of the fixed-point map.
 
     Args:
-      x_4: (q, m, V, theta), float64. h_Nx2: warm start of h* (ignored when ``full``).
+      x_4: (q, m, V, theta), float64. h_2xN: warm start of h* (ignored when ``full``).
     Returns:
-      (x_new_4, h_Nx2, obs) with obs = dict(hats_4, test_error, train_loss) evaluated at x_4.
+      (x_new_4, h_2xN, obs) with obs = dict(hats_4, test_error, train_loss) evaluated at x_4.
     """
     q, m, V, th = x_4[0], x_4[1], x_4[2], x_4[3]
     sigma2 = pb.sigma**2
@@ -339,7 +402,7 @@ def overlap_map(x_4, h_Nx2, pb: Problem, quad: Quad, full: bool):
     if full:
         h1, h2 = inner_full(nd, V, sigma2)
     else:
-        h1, h2 = _newton(h_Nx2[:, 0], h_Nx2[:, 1], nd, V, sigma2, NEWTON_WARM)
+        h1, h2 = _newton(h_2xN[0], h_2xN[1], nd, V, sigma2, NEWTON_WARM)
     wt = quad.wt_N
     xi, y = quad.xi_Nx2, quad.y_Nx2
     f1, f2 = (h1 - nd.w1) / V, (h2 - nd.w2) / V
@@ -355,7 +418,7 @@ def overlap_map(x_4, h_Nx2, pb: Problem, quad: Quad, full: bool):
     phi = 0.5 * (Vh * q - qh * V) - m * mh - th * thh + 0.5 * quad_term / D - 0.5 * al * EM
     test_error = 0.5 * jnp.sum(wt * _loss(nd.w1, nd.w2, nd.T11, nd.T22, sigma2))
     obs = dict(hats=jnp.stack([qh, mh, Vh, thh]), test_error=test_error, train_loss=-phi)
-    return x_new, jnp.stack([h1, h2], axis=1), obs
+    return x_new, jnp.stack([h1, h2], axis=0), obs
 
 
 def _residual(x_4, xn_4, rho):
@@ -420,7 +483,7 @@ def _anderson_reset(st: _Anderson, z):
 
 class _State(NamedTuple):
     x_Px4: jnp.ndarray
-    h_PxNx2: jnp.ndarray
+    h_Px2xN: jnp.ndarray
     and_st: _Anderson
     res_P: jnp.ndarray  # residual of the last evaluation (the iterated, free overlaps)
     res_free_P: jnp.ndarray  # the same including the pinned overlaps (reported; branch existence)
@@ -428,6 +491,7 @@ class _State(NamedTuple):
     done_P: jnp.ndarray
     it_P: jnp.ndarray
     it: jnp.ndarray
+    n_full: jnp.ndarray  # batch-wide full searches done (profiling)
     obs: dict
 
 
@@ -443,12 +507,12 @@ def _signature_ok(x_Px4, free_Px4, rho_P):
     return ok & (q > 0) & jnp.all(jnp.isfinite(x_Px4), axis=1)
 
 
-def solve_batch(pb_P: Problem, x0_Px4, h0_PxNx2, free_Px4, quad: Quad, max_iter, n_plain=0, warm_h=False):
+def solve_batch(pb_P: Problem, x0_Px4, h0_Px2xN, free_Px4, quad: Quad, max_iter, n_plain=0, warm_h=False):
     """Solve P fixed points at once (traceable; call under jit and x64).
 
     The first ``n_plain`` iterations are the authors' damped iteration x <- 0.2 F(x) + 0.8 x (a cold start
     must not let Anderson jump to an unstable fixed point), then Anderson acceleration.
-    Returns dict: x (P,4), h (P,N,2), res (P,), iterations (P,), converged (P,), test_error,
+    Returns dict: x (P,4), h (P,2,N), res (P,), iterations (P,), converged (P,), test_error,
     train_loss, hats (P,4). ``converged`` = residual <= ACCEPT_TOL and the branch signature holds.
     """
     full_map = jax.vmap(lambda x, h, pb: overlap_map(x, h, pb, quad, True))
@@ -462,10 +526,14 @@ def solve_batch(pb_P: Problem, x0_Px4, h0_PxNx2, free_Px4, quad: Quad, max_iter,
     def body(s: _State) -> _State:
         # full search: periodically (not at it = 0 of a warm start: h* of the previous alpha is reused) and
         # always before a fixed point is accepted
-        periodic = (s.it % FULL_EVERY == 0) & ((s.it > 0) | (n_plain > 0) | ~warm_h)
-        need_full = periodic | (~s.last_full_P & (s.res_P < TOL))
-        full = jnp.any(need_full & ~s.done_P)
-        xn, hn, obs = evaluate(s.x_Px4, s.h_PxNx2, full)
+        every = jnp.where(warm_h & (n_plain == 0), FULL_EVERY_WARM, FULL_EVERY)
+        periodic = (s.it % every == 0) & ((s.it > 0) | (n_plain > 0) | ~warm_h)
+        # The acceptance search is batch-wide (under vmap a full search costs every problem ~40 warm
+        # iterations), so it is done once every unfinished problem is ready for it, not once per problem.
+        ready = s.done_P | (s.res_P < TOL)
+        accept = jnp.all(ready) & jnp.any(~s.last_full_P & ~s.done_P)
+        full = (periodic & jnp.any(~s.done_P)) | accept
+        xn, hn, obs = evaluate(s.x_Px4, s.h_Px2xN, full)
         res_free = jax.vmap(_residual)(s.x_Px4, xn, rho_P)  # includes the pinned overlaps' updates
         xn = jnp.where(free_Px4 > 0, xn, s.x_Px4)
         res = jax.vmap(_residual)(s.x_Px4, xn, rho_P)
@@ -487,7 +555,7 @@ def solve_batch(pb_P: Problem, x0_Px4, h0_PxNx2, free_Px4, quad: Quad, max_iter,
         keep = lambda old, new: jnp.where(s.done_P.reshape((-1,) + (1,) * (new.ndim - 1)), old, new)
         return _State(
             x_Px4=keep(s.x_Px4, jnp.where(now_done[:, None], s.x_Px4, x_next)),
-            h_PxNx2=keep(s.h_PxNx2, hn),
+            h_Px2xN=keep(s.h_Px2xN, hn),
             and_st=jax.tree.map(keep, s.and_st, and_new),
             res_P=keep(s.res_P, res),
         res_free_P=keep(s.res_free_P, res_free),
@@ -495,46 +563,77 @@ def solve_batch(pb_P: Problem, x0_Px4, h0_PxNx2, free_Px4, quad: Quad, max_iter,
             done_P=done,
             it_P=keep(s.it_P, s.it_P + 1),
             it=s.it + 1,
+            n_full=s.n_full + full.astype(jnp.int32),
             obs=jax.tree.map(keep, s.obs, obs),
         )
 
     obs0 = dict(hats=jnp.zeros((P, 4)), test_error=jnp.zeros(P), train_loss=jnp.zeros(P))
-    s0 = _State(x0_Px4, h0_PxNx2, jax.vmap(_anderson_init)(jax.vmap(_to_z)(x0_Px4, rho_P)), jnp.full(P, jnp.inf),
-                jnp.full(P, jnp.inf), jnp.zeros(P, bool), jnp.zeros(P, bool), jnp.zeros(P, jnp.int32), jnp.zeros((), jnp.int32), obs0)
+    s0 = _State(x0_Px4, h0_Px2xN, jax.vmap(_anderson_init)(jax.vmap(_to_z)(x0_Px4, rho_P)), jnp.full(P, jnp.inf),
+                jnp.full(P, jnp.inf), jnp.zeros(P, bool), jnp.zeros(P, bool), jnp.zeros(P, jnp.int32), jnp.zeros((), jnp.int32),
+                jnp.zeros((), jnp.int32), obs0)
     s = lax.while_loop(lambda s: (s.it < max_iter) & ~jnp.all(s.done_P), body, s0)
     conv = (s.res_free_P <= ACCEPT_TOL) & s.last_full_P & _signature_ok(s.x_Px4, free_Px4, rho_P)
-    return dict(x=s.x_Px4, h=s.h_PxNx2, res=s.res_free_P, iterations=s.it_P, converged=conv, **s.obs)
+    return dict(x=s.x_Px4, h=s.h_Px2xN, res=s.res_free_P, iterations=s.it_P, converged=conv,
+                n_full=jnp.broadcast_to(s.n_full, (P,)), **s.obs)
+
+
+def _continuation_init(x0_Px4, rho_P, n_nodes: int):
+    """Carry of the continuation before its first alpha: (x, h, z_prev, alpha, alpha_prev, n_ok)."""
+    P = x0_Px4.shape[0]
+    return (x0_Px4, jnp.zeros((P, 2, n_nodes)), jax.vmap(_to_z)(x0_Px4, rho_P), jnp.zeros(P), jnp.zeros(P),
+            jnp.zeros(P, jnp.int32))
+
+
+def _continuation_step(carry, a, alpha_P, pb_P: Problem, free_Px4, quad: Quad, cold_first):
+    """One alpha of the continuation of P problems. Step a = 0 starts from the carried x (a cold start
+    with N_PLAIN_COLD damped iterations when ``cold_first``); each later step starts from the last
+    converged solution of its problem (h* too), moved by a secant predictor once two are known.
+    Returns (carry, out) with out a dict of (P, ...) arrays."""
+    rho_P = pb_P.sigma**2
+    to_z, from_z = jax.vmap(_to_z), jax.vmap(_from_z)
+    x_c, h_c, z_prev, al_c, al_prev, n_ok = carry
+    first = (a == 0) & cold_first
+    # Secant predictor (in the Anderson coordinates z, which keep q, V > 0 and theta^2 < q rho) once a
+    # problem has two consecutive converged solutions: the start is then O(d alpha^2) off.
+    z_c = to_z(x_c, rho_P)
+    r = ((alpha_P - al_c) / jnp.where(al_c == al_prev, 1.0, al_c - al_prev))[:, None]
+    z_pred = z_c + jnp.clip(r, -2.0, 2.0) * (z_c - z_prev)
+    use = (n_ok >= 2)[:, None] & jnp.all(jnp.isfinite(z_pred), axis=1, keepdims=True)
+    x_start = jnp.where(use & (free_Px4 > 0), from_z(jnp.where(use, z_pred, z_c), rho_P), x_c)
+    out = solve_batch(pb_P._replace(alpha=alpha_P), x_start, h_c, free_Px4, quad,
+                      jnp.where(first, MAX_ITER_COLD, MAX_ITER_WARM), jnp.where(first, N_PLAIN_COLD, 0),
+                      warm_h=a > 0)
+    ok = out["converged"]
+    carry = (jnp.where(ok[:, None], out["x"], x_c), jnp.where(ok[:, None, None], out["h"], h_c),
+             jnp.where(ok[:, None], z_c, z_prev), jnp.where(ok, alpha_P, al_c), jnp.where(ok, al_c, al_prev),
+             jnp.where(ok, n_ok + 1, 0))
+    return carry, {k: v for k, v in out.items() if k != "h"}
 
 
 def _continuation(pb_P: Problem, alphas_AxP, x0_Px4, free_Px4, quad: Quad, cold_first):
-    """Follow P problems along alphas_AxP (row a: every problem's alpha at step a) by continuation.
-
-    Step 0 starts from x0 (a cold start with N_PLAIN_COLD damped iterations when ``cold_first``); each
-    later step starts from the last converged solution of its problem (h* too). One ``lax.scan``, so one
-    compiled copy of the solver. Returns a dict of arrays with leading axes (A, P).
-    """
-    P = x0_Px4.shape[0]
-    h0 = jnp.zeros((P, quad.wt_N.shape[0], 2))
-
-    def step(carry, a_and_alpha):
-        x_c, h_c = carry
-        a, alpha_P = a_and_alpha
-        first = (a == 0) & cold_first
-        out = solve_batch(pb_P._replace(alpha=alpha_P), x_c, h_c, free_Px4, quad,
-                          jnp.where(first, MAX_ITER_COLD, MAX_ITER_WARM), jnp.where(first, N_PLAIN_COLD, 0),
-                          warm_h=a > 0)
-        ok = out["converged"]
-        carry = (jnp.where(ok[:, None], out["x"], x_c), jnp.where(ok[:, None, None], out["h"], h_c))
-        return carry, {k: v for k, v in out.items() if k != "h"}
-
-    _, out = lax.scan(step, (x0_Px4, h0), (jnp.arange(alphas_AxP.shape[0]), alphas_AxP))
+    """Follow P problems along alphas_AxP (row a: every problem's alpha at step a) by continuation, as one
+    ``lax.scan`` of _continuation_step (traceable). Returns a dict of arrays with leading axes (A, P)."""
+    carry0 = _continuation_init(x0_Px4, pb_P.sigma**2, quad.wt_N.shape[0])
+    step = lambda c, a_al: _continuation_step(c, a_al[0], a_al[1], pb_P, free_Px4, quad, cold_first)
+    _, out = lax.scan(step, carry0, (jnp.arange(alphas_AxP.shape[0]), alphas_AxP))
     return out
 
 
+def _symmetric_A(A_2x2) -> bool:
+    """A_11 = A_22: the folded quadrature rule (quad_rule_sym) is exact."""
+    return bool(A_2x2[0, 0] == A_2x2[1, 1])
+
+
+def _quad_jnp(K: int, sym: bool) -> Quad:
+    return Quad(*(jnp.asarray(a) for a in (quad_rule_sym(K) if sym else quad_rule(K))))
+
+
 @functools.lru_cache(maxsize=None)
-def _compiled_continuation(K: int):
-    quad = Quad(*(jnp.asarray(a) for a in quad_rule(K)))
-    return jax.jit(lambda pb, al, x0, free, cold: _continuation(pb, al, x0, free, quad, cold))
+def _compiled_step(K: int, sym: bool = False):
+    """The jitted single continuation step at order K: the only compiled solver (one shape, P = 1, reused
+    by every problem, every alpha and the refinements of critical_lines)."""
+    quad = _quad_jnp(K, sym)
+    return jax.jit(lambda carry, a, al, pb, free, cold: _continuation_step(carry, a, al, pb, free, quad, cold))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -554,20 +653,41 @@ def _grid(omegas, sigma, lam, branches):
     return idx.to_frame(index=False)
 
 
+def _run_problems(K: int, A_2x2, omega_P, sigma_P, lam_P, alphas_AxP, x0_Px4, free_Px4, cold: bool):
+    """Run the compiled continuation once per problem (batch of one; one compiled shape per number of
+    alphas). Batching problems under vmap costs every problem the union of all their outer iterations
+    and full searches (the batch-wide while_loop and cond): one problem at a time is 2-3x cheaper on a
+    CPU already at 8 problems, more for larger grids. Returns dict of numpy arrays (A, P, ...)."""
+    sym = _symmetric_A(A_2x2)
+    step = _compiled_step(K, sym)
+    n_nodes = len((quad_rule_sym(K) if sym else quad_rule(K)).wt_N)
+    outs = []
+    with jax.enable_x64(True):
+        for i in range(len(omega_P)):
+            pb = Problem(*(jnp.asarray([v], jnp.float64) for v in (omega_P[i], sigma_P[i], lam_P[i], 0.0,
+                                                                    A_2x2[0, 0], A_2x2[1, 1])))
+            free = jnp.asarray(free_Px4[i:i + 1], jnp.float64)
+            cold_ = jnp.asarray(cold)
+            carry = _continuation_init(jnp.asarray(x0_Px4[i:i + 1], jnp.float64), pb.sigma**2, n_nodes)
+            per_alpha = []
+            for a in range(alphas_AxP.shape[0]):
+                carry, out = step(carry, jnp.asarray(a), jnp.asarray(alphas_AxP[a, i:i + 1], jnp.float64), pb,
+                                  free, cold_)
+                per_alpha.append(out)
+            outs.append(jax.device_get(per_alpha))
+    cast = lambda a: np.asarray(a, dtype=np.float64 if np.asarray(a).dtype.kind == "f" else np.asarray(a).dtype)
+    return {k: np.stack([np.concatenate([cast(o[a][k]) for o in outs], axis=0) for a in range(alphas_AxP.shape[0])])
+            for k in outs[0][0]}
+
+
 def _run_continuation(grid: pd.DataFrame, alphas_desc, A_2x2, K: int):
     """Solve every grid row along alphas_desc. Returns dict of numpy arrays (A, P, ...)."""
     P = len(grid)
-    with jax.enable_x64(True):
-        pb = Problem(
-            omega=jnp.asarray(grid.omega.to_numpy()), sigma=jnp.asarray(grid.sigma.to_numpy()),
-            lam=jnp.asarray(grid.lam.to_numpy()), alpha=jnp.zeros(P),
-            A11=jnp.full(P, A_2x2[0, 0]), A22=jnp.full(P, A_2x2[1, 1]),
-        )
-        x0 = jnp.asarray(np.array([_START_Q_M_V_TH[b] for b in grid.branch], np.float64))
-        free = jnp.asarray(np.array([_FREE_Q_M_V_TH[b] for b in grid.branch], np.float64))
-        alphas_AxP = jnp.asarray(np.repeat(np.asarray(alphas_desc)[:, None], P, axis=1))
-        out = _compiled_continuation(K)(pb, alphas_AxP, x0, free, jnp.asarray(True))
-        return jax.tree.map(lambda a: np.asarray(a, dtype=np.float64 if a.dtype.kind == "f" else a.dtype), out)
+    x0 = np.array([_START_Q_M_V_TH[b] for b in grid.branch], np.float64).reshape(P, 4)
+    free = np.array([_FREE_Q_M_V_TH[b] for b in grid.branch], np.float64).reshape(P, 4)
+    alphas_AxP = np.repeat(np.asarray(alphas_desc, np.float64)[:, None], P, axis=1)
+    return _run_problems(K, A_2x2, grid.omega.to_numpy(np.float64), grid.sigma.to_numpy(np.float64),
+                         grid.lam.to_numpy(np.float64), alphas_AxP, x0, free, True)
 
 
 def _mark_global(df: pd.DataFrame) -> pd.DataFrame:
@@ -619,18 +739,13 @@ def solve(omegas, alphas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT_
 def _solve_points(omega_P, alpha_P, branch_P, x0_Px4, sigma, lam, A_2x2, K: int) -> pd.DataFrame:
     """One fixed point per row (own omega, alpha, branch), warm-started from x0 (Anderson, no cold phase)."""
     n = len(omega_P)
-    P = 1 << max(0, int(np.ceil(np.log2(n))))  # pad to a power of two: few distinct compiled shapes
-    pad = lambda a: np.concatenate([np.asarray(a), np.repeat(np.asarray(a)[-1:], P - n, axis=0)])
-    omega_P, alpha_P, branch_P, x0_Px4 = pad(omega_P), pad(alpha_P), pad(branch_P), pad(x0_Px4)
-    with jax.enable_x64(True):
-        pb = Problem(omega=jnp.asarray(omega_P, jnp.float64), sigma=jnp.full(P, float(sigma)),
-                     lam=jnp.full(P, float(lam)), alpha=jnp.asarray(alpha_P, jnp.float64),
-                     A11=jnp.full(P, A_2x2[0, 0]), A22=jnp.full(P, A_2x2[1, 1]))
-        free = jnp.asarray(np.array([_FREE_Q_M_V_TH[b] for b in branch_P], np.float64))
-        out = _compiled_continuation(K)(pb, pb.alpha[None, :], jnp.asarray(x0_Px4, jnp.float64), free,
-                                        jnp.asarray(False))
-        out = {k: np.asarray(v)[0, :n] for k, v in out.items()}
-    omega_P, alpha_P, branch_P = omega_P[:n], alpha_P[:n], branch_P[:n]
+    omega_P = np.asarray(omega_P, np.float64).reshape(n)
+    alpha_P = np.asarray(alpha_P, np.float64).reshape(n)
+    branch_P = np.asarray(branch_P).reshape(n)
+    free = np.array([_FREE_Q_M_V_TH[b] for b in branch_P], np.float64).reshape(n, 4)
+    out = _run_problems(K, A_2x2, omega_P, np.full(n, float(sigma)), np.full(n, float(lam)), alpha_P[None, :],
+                        np.asarray(x0_Px4, np.float64).reshape(n, 4), free, False)
+    out = {k: v[0] for k, v in out.items()}
     return pd.DataFrame(dict(omega=omega_P, alpha=alpha_P, branch=branch_P, q=out["x"][:, 0],
                              m=out["x"][:, 1], V=out["x"][:, 2], theta=out["x"][:, 3],
                              test_error=out["test_error"], train_loss=out["train_loss"],
@@ -667,10 +782,12 @@ def _illinois(f_lo, f_hi, lo, hi, evaluate, n_iter: int):
     return hi - f_hi * (hi - lo) / (f_hi - f_lo)
 
 
-def _first_crossing(alpha_A, g_A):
-    """Index i of the first sign change + -> - of g between alpha_A[i] and alpha_A[i+1] (finite), or -1."""
+def _last_crossing(alpha_A, g_A):
+    """Index i of the last sign change + -> - of g between alpha_A[i] and alpha_A[i+1] (finite), or -1:
+    beyond it g stays <= 0 on the grid. (The first crossing can be a spurious one at tiny alpha, where the
+    semantic branch is barely distinct from the positional one.)"""
     ok = np.isfinite(g_A[:-1]) & np.isfinite(g_A[1:]) & (g_A[:-1] > 0) & (g_A[1:] <= 0)
-    return int(np.argmax(ok)) if ok.any() else -1
+    return int(np.flatnonzero(ok)[-1]) if ok.any() else -1
 
 
 def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT_QUAD_ORDER,
@@ -681,8 +798,8 @@ def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT
     batched); crossings are bracketed there and refined by ``n_refine`` batched Illinois steps (each step
     solves the needed (omega, alpha) points, warm-started from the bracket's grid solution).
 
-    - alpha_c: train_loss_semantic - train_loss_positional changes sign (+ -> -, first crossing).
-    - alpha_l: the global minimum's test_error falls below the linear baseline's (first crossing; equal
+    - alpha_c: train_loss_semantic - train_loss_positional changes sign (+ -> -, last crossing).
+    - alpha_l: the global minimum's test_error falls below the linear baseline's (last crossing; equal
       to alpha_c when the drop happens at the jump of the global minimum).
     - alpha_sp_semantic / alpha_sp_positional: the edge of the grid region where the branch exists
       (first change of `converged` along alpha), refined by bisection on existence.
@@ -708,28 +825,27 @@ def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT
         g = grid[(grid.branch == b)].set_index(["omega", "alpha"])
         return _x_of(g.loc[list(zip(om[i_om], alpha_A[i_al]))])
 
-    def solve_both(i_om, alpha_R, i_warm):
+    def solve_both(i_om, alpha_R, i_warm, branches=("semantic", "positional")):
         """Both branches at (omega[i_om], alpha_R), warm from grid column i_warm. Returns dict b -> frame."""
         out = {}
-        for b in ("semantic", "positional"):
+        for b in branches:
             x0 = rows_at(b, i_om, i_warm)
             x0 = np.where(np.isfinite(x0), x0, np.array(_START_Q_M_V_TH[b]))
             out[b] = _solve_points(om[i_om], alpha_R, [b] * len(i_om), x0, sigma, lam, A_2x2, K)
         return out
 
     def value(frames, kind, i_om):
-        s, p = frames["semantic"], frames["positional"]
         te = lambda f: np.where(f.converged, f.test_error, np.nan)
         tl = lambda f: np.where(f.converged, f.train_loss, np.nan)
         if kind == "c":
-            return tl(s) - tl(p)
-        return te(s if kind == "l_semantic" else p) - lin[i_om]
+            return tl(frames["semantic"]) - tl(frames["positional"])
+        return te(frames[kind[2:]]) - lin[i_om]
 
     def refine(kind, i_om, i_lo, lo, hi, f_lo, f_hi):
         if len(i_om) == 0:
             return np.array([])
-        ev = lambda a: value(solve_both(i_om, a, np.where(kind == "c", i_lo + 1, i_lo) if False else i_lo + 1),
-                             kind, i_om)
+        need = ("semantic", "positional") if kind == "c" else (kind[2:],)  # l_<branch>: one branch
+        ev = lambda a: value(solve_both(i_om, a, i_lo + 1, need), kind, i_om)
         return _illinois(f_lo, f_hi, lo, hi, ev, n_refine)
 
     n_om = len(om)
@@ -739,7 +855,7 @@ def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT
 
     # alpha_c
     diff = tl_s - tl_p
-    idx_c = np.array([_first_crossing(alpha_A, diff[i]) for i in range(n_om)])
+    idx_c = np.array([_last_crossing(alpha_A, diff[i]) for i in range(n_om)])
     has = np.flatnonzero(idx_c >= 0)
     alpha_c = np.full(n_om, np.nan)
     if len(has):
@@ -751,30 +867,39 @@ def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT
     glob_s = np.where(np.isnan(tl_p), np.isfinite(tl_s), tl_s < tl_p)
     te_g = np.where(glob_s, te_s, te_p) - lin[:, None]
     alpha_l = np.full(n_om, np.nan)
+    # Every omega's refinement is batched with the others of the same kind (one solve per Illinois step).
+    smooth = {"semantic": [], "positional": []}  # (i_o, lo, hi, f_lo, f_hi)
+    at_c = []  # (i_o, j): the global minimum switches branch inside the bracket, at the refined alpha_c
     for i_o in range(n_om):
-        j = _first_crossing(alpha_A, te_g[i_o])
+        j = _last_crossing(alpha_A, te_g[i_o])
         if j < 0:
             continue
         if glob_s[i_o, j] == glob_s[i_o, j + 1]:  # same branch at both ends: smooth root
             b = "semantic" if glob_s[i_o, j] else "positional"
-            alpha_l[i_o] = refine(f"l_{b}", np.array([i_o]), np.array([j]), alpha_A[j:j + 1], alpha_A[j + 1:j + 2],
-                                  te_g[i_o, j:j + 1], te_g[i_o, j + 1:j + 2])[0]
+            smooth[b].append((i_o, j, alpha_A[j], alpha_A[j + 1], te_g[i_o, j], te_g[i_o, j + 1]))
         elif np.isfinite(alpha_c[i_o]) and alpha_A[j] < alpha_c[i_o] < alpha_A[j + 1]:
-            fr = solve_both(np.array([i_o]), np.array([alpha_c[i_o]]), np.array([j + 1]))
+            at_c.append((i_o, j))
+        else:
+            alpha_l[i_o] = 0.5 * (alpha_A[j] + alpha_A[j + 1])  # switch without a refined alpha_c
+    if at_c:
+        i_c = np.array([e[0] for e in at_c])
+        j_c = np.array([e[1] for e in at_c])
+        fr = solve_both(i_c, alpha_c[i_c], j_c + 1)
+        for k, (i_o, j) in enumerate(at_c):
             old = "semantic" if glob_s[i_o, j] else "positional"
             new = "positional" if old == "semantic" else "semantic"
-            g_old = value(fr, f"l_{old}", np.array([i_o]))[0]
-            g_new = value(fr, f"l_{new}", np.array([i_o]))[0]
+            g_old = value({b: f.iloc[[k]] for b, f in fr.items()}, f"l_{old}", np.array([i_o]))[0]
+            g_new = value({b: f.iloc[[k]] for b, f in fr.items()}, f"l_{new}", np.array([i_o]))[0]
             if g_old <= 0:  # the old branch already crossed before alpha_c
-                alpha_l[i_o] = refine(f"l_{old}", np.array([i_o]), np.array([j]), alpha_A[j:j + 1],
-                                      np.array([alpha_c[i_o]]), te_g[i_o, j:j + 1], np.array([g_old]))[0]
+                smooth[old].append((i_o, j, alpha_A[j], alpha_c[i_o], te_g[i_o, j], g_old))
             elif g_new <= 0:  # the drop happens at the jump
                 alpha_l[i_o] = alpha_c[i_o]
             else:
-                alpha_l[i_o] = refine(f"l_{new}", np.array([i_o]), np.array([j]), np.array([alpha_c[i_o]]),
-                                      alpha_A[j + 1:j + 2], np.array([g_new]), te_g[i_o, j + 1:j + 2])[0]
-        else:
-            alpha_l[i_o] = 0.5 * (alpha_A[j] + alpha_A[j + 1])  # switch without a refined alpha_c
+                smooth[new].append((i_o, j, alpha_c[i_o], alpha_A[j + 1], g_new, te_g[i_o, j + 1]))
+    for b, items in smooth.items():
+        if items:
+            i_om, j, lo, hi, f_lo, f_hi = (np.array(c) for c in zip(*items))
+            alpha_l[i_om] = refine(f"l_{b}", i_om.astype(int), j.astype(int), lo, hi, f_lo, f_hi)
     out["alpha_l"] = alpha_l
 
     # spinodals: bisection on existence

@@ -180,3 +180,12 @@ def test_folded_rule_same_fixed_point(monkeypatch):
     assert folded.converged.all() and unfolded.converged.all()
     for col in ("q", "V", "theta", "test_error", "train_loss"):
         np.testing.assert_allclose(folded[col], unfolded[col], rtol=1e-6, atol=1e-12, err_msg=col)
+
+
+def test_critical_line_is_the_last_crossing():
+    """alpha_c is where the semantic branch becomes the global minimum for good: a sign change of the
+    train-loss difference at tiny alpha (branches barely distinct there) must not be taken."""
+    alpha = np.linspace(0.02, 2.0, 12)
+    diff = np.array([1e-9, -1e-9, 2e-6, 3e-6, 2e-6, 1e-6, 5e-7, -2e-7, -1e-6, -2e-6, -3e-6, -4e-6])
+    assert theory._last_crossing(alpha, diff) == 6
+    assert theory._last_crossing(alpha, np.abs(diff)) == -1

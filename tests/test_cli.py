@@ -103,3 +103,23 @@ def test_tiny_sweep_end_to_end_and_rerun_skips(tmp_path, capsys):
     assert cli.main(["run", "--config", DEMO, "--workdir", str(workdir), *TINY, "--config.d=20"]) == 2
     assert "different config" in capsys.readouterr().err
     assert cli.main(["report", "--workdir", str(workdir)]) == 0
+
+
+@pytest.mark.parametrize("extra", [["--config.r=2"], ["--config.L=3", "--config.A=((0.5,0.5,0),(0,0.5,0.5),(0.5,0,0.5))"]])
+def test_theory_refuses_what_it_does_not_cover(tmp_path, capsys, extra):
+    for cmd in ("theory", "phase"):
+        assert cli.main([cmd, "--config", DEMO, "--workdir", str(tmp_path / "o"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "the theory covers L = 2, r = r_t = 1" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_theory_command_writes_theory_csv(tmp_path):
+    workdir = tmp_path / "th"
+    args = ["--config", DEMO, "--workdir", str(workdir), "--config.alphas=(1.5,2.0)", "--config.quad_order=6"]
+    assert cli.main(["theory", *args]) == 0
+    th = pd.read_csv(workdir / "theory.csv")
+    expected = ["omega", "sigma", "lam", "alpha", "branch", "q", "m", "V", "theta", "test_error", "train_loss", "converged"]
+    assert set(expected) <= set(th.columns) and len(th) == 4 and th.converged.all()
+    at2 = th[th.alpha == 2.0].set_index("branch")
+    assert at2.train_loss["semantic"] < at2.train_loss["positional"]  # alpha = 2 > alpha_c(0.3): semantic wins

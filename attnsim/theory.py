@@ -55,8 +55,10 @@ import numpy as np
 import pandas as pd
 from jax import lax
 
-STANDARD_A = ((0.6, 0.4), (0.4, 0.6))
-SECOND_A = ((0.3, 0.7), (0.8, 0.2))
+from attnsim.config import NAMED_A
+
+STANDARD_A = NAMED_A["standard"]
+SECOND_A = NAMED_A["second"]
 
 # Gauss-Hermite nodes per Gaussian dimension (K^4 nodes). scripts/theory_convergence.py: at omega = 0.3,
 # alpha = 1.5714, K = 10 is within ~2e-3 (relative) of K = 20 on q, V, theta, test_error, train_loss

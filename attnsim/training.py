@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from attnsim import data
+from attnsim.config import NAMED_A
 
 INIT_IDS = {"random": 0, "semantic": 1, "positional": 2}
 RANDOM_INIT_STD = 0.1
@@ -58,7 +59,7 @@ class HParams(NamedTuple):
 
 
 def hparams(omega=0.3, sigma=0.5, lam=0.01, lam_lin=1e-4, lr=0.15, n=1, init="random",
-            A=((0.6, 0.4), (0.4, 0.6))) -> HParams:
+            A=NAMED_A["standard"]) -> HParams:
     """One run's HParams from Python values."""
     return HParams(*(jnp.asarray(v, jnp.float32) for v in (omega, sigma, lam, lam_lin, lr)),
                    n=jnp.asarray(n, jnp.int32), init=jnp.asarray(INIT_IDS[init], jnp.int32),

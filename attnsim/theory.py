@@ -792,6 +792,16 @@ def _last_crossing(alpha_A, g_A):
     return int(np.flatnonzero(ok)[-1]) if ok.any() else -1
 
 
+def _persistent_edge(exists_A) -> int:
+    """Index j of the first change exists[j] != exists[j+1] after isolated points (both neighbours agree
+    with each other, not with the point) are overruled by their neighbours, or -1."""
+    e = np.asarray(exists_A, bool).copy()
+    isolated = np.flatnonzero((e[:-2] == e[2:]) & (e[1:-1] != e[:-2])) + 1
+    e[isolated] = e[isolated - 1]
+    change = e[1:] != e[:-1]
+    return int(np.argmax(change)) if change.any() else -1
+
+
 def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT_QUAD_ORDER,
                    alpha_max=2.0, n_grid=40, n_refine=5) -> pd.DataFrame:
     """alpha_c(omega), alpha_l(omega) and the spinodals of the two non-trivial branches.
@@ -804,7 +814,8 @@ def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT
     - alpha_l: the global minimum's test_error falls below the linear baseline's (last crossing; equal
       to alpha_c when the drop happens at the jump of the global minimum).
     - alpha_sp_semantic / alpha_sp_positional: the edge of the grid region where the branch exists
-      (first change of `converged` along alpha), refined by bisection on existence.
+      (first change of `converged` along alpha that persists over the next grid point too, so a single
+      point that failed to converge is not an edge), refined by bisection on existence.
     NaN where there is no crossing / edge in (0, alpha_max].
 
     Returns: DataFrame with omega, sigma, lam, alpha_c, alpha_l, alpha_sp_semantic, alpha_sp_positional,
@@ -908,8 +919,7 @@ def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT
     for b, tab in (("semantic", tl_s), ("positional", tl_p)):
         exists = np.isfinite(tab)
         sp = np.full(n_om, np.nan)
-        edges = [(i, int(np.argmax(exists[i, 1:] != exists[i, :-1]))) for i in range(n_om)
-                 if (exists[i, 1:] != exists[i, :-1]).any()]
+        edges = [(i, j) for i in range(n_om) if (j := _persistent_edge(exists[i])) >= 0]
         if edges:
             i_om = np.array([e[0] for e in edges])
             j = np.array([e[1] for e in edges])

@@ -189,3 +189,11 @@ def test_critical_line_is_the_last_crossing():
     diff = np.array([1e-9, -1e-9, 2e-6, 3e-6, 2e-6, 1e-6, 5e-7, -2e-7, -1e-6, -2e-6, -3e-6, -4e-6])
     assert theory._last_crossing(alpha, diff) == 6
     assert theory._last_crossing(alpha, np.abs(diff)) == -1
+
+
+def test_spinodal_edge_ignores_a_single_failed_point():
+    T, F = True, False
+    assert theory._persistent_edge([T, T, F, T, T, T]) == -1  # one limit-cycle point is not an edge
+    assert theory._persistent_edge([T, T, F, F, F]) == 1
+    assert theory._persistent_edge([F, F, T, T]) == 1
+    assert theory._persistent_edge([T, T, T]) == -1

@@ -57,8 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     multi.add_argument("--num-processes", type=int, help="number of processes")
     multi.add_argument("--process-id", type=int, help="this process's index, 0 .. num-processes - 1")
     rep = sub.add_parser("report", help="figures and tables from what is in WORKDIR",
-                         description="Read WORKDIR/results.csv (and theory.csv, if there) and write the figures "
-                         "(PNG and PDF).")
+                         description="Read WORKDIR/results.csv (and theory.csv, phase.csv if there) and write "
+                         "test_error.png/pdf, overlaps.png/pdf, summary.csv and summary.md (simulation mean +- std "
+                         "per init and for the empirical global minimum, next to the theory).")
     rep.add_argument("--workdir", required=True, help="folder of an earlier `attnsim run`")
     return p
 
@@ -274,10 +275,16 @@ def _report(args, overrides) -> int:
     results_path = workdir / "results.csv"
     if not results_path.is_file():
         raise _BadInput(f"--workdir {workdir}: no results.csv (run `attnsim run` first)")
-    theory_path = workdir / "theory.csv"
-    theory = pd.read_csv(theory_path) if theory_path.is_file() else None
-    figs = plots.plot_test_error(pd.read_csv(results_path), workdir / "test_error.png", theory=theory)
-    print(f"attnsim: wrote {', '.join(str(f) for f in figs)}")
+    from attnsim import report
+
+    results = pd.read_csv(results_path)
+    theory, phase = (pd.read_csv(workdir / f) if (workdir / f).is_file() else None for f in ("theory.csv", "phase.csv"))
+    files = plots.plot_test_error(results, workdir / "test_error.png", theory=theory)
+    files += plots.plot_overlaps(results, workdir / "overlaps.png", theory=theory)
+    table = report.summary(results, theory)
+    table.to_csv(workdir / "summary.csv", index=False)
+    files += [workdir / "summary.csv", report.write_summary(table, workdir / "summary.md", phase)]
+    print(f"attnsim: wrote {', '.join(str(f) for f in files)}")
     return 0
 
 

@@ -57,6 +57,35 @@ def plot_test_error(results: pd.DataFrame, path: Path, theory: pd.DataFrame | No
     return _save(fig, path)
 
 
+def plot_overlaps(results: pd.DataFrame, path: Path, theory: pd.DataFrame | None = None) -> list[Path]:
+    """|theta| and |m| vs alpha per init (mean +- std over seeds), one row per (omega, sigma, lam), with the
+    theory's branches when given."""
+    ok = results[~results.diverged.astype(bool)]
+    panels = list(ok.groupby(["omega", "sigma", "lam"]))
+    fig, axes = plt.subplots(len(panels), 2, figsize=(7.2, 2.7 * len(panels) + 0.6), squeeze=False)
+    for row, ((omega, sigma, lam), df) in zip(axes, panels):
+        for ax, col, label in ((row[0], "theta", r"$|\theta|$"), (row[1], "m", r"$|m|$")):
+            for init, sub in df.groupby("init"):
+                color, marker = INIT_STYLE.get(init, ("gray", "x"))
+                s = _mean_std(sub, col)
+                ax.errorbar(s["alpha"], s["mean"], yerr=s["std"], color=color, marker=marker, ms=4, lw=0.8,
+                            capsize=2, ls=":", label=f"{init} init")
+            if theory is not None:
+                th = theory[(theory.omega == omega) & (theory.sigma == sigma) & (theory.lam == lam)
+                            & theory.converged.astype(bool)]
+                for branch, color in (("semantic", "tab:blue"), ("positional", "tab:orange")):
+                    b = th[th.branch == branch].sort_values("alpha")
+                    ax.plot(b.alpha, b[col].abs(), color=color, lw=1.0, label=f"theory, {branch}")
+            ax.set_xlabel(r"$\alpha = n/d$")
+            ax.set_ylabel(label)
+            ax.set_title(rf"$\omega={omega:g}$, $\sigma={sigma:g}$, $\lambda={lam:g}$", fontsize=9)
+            ax.grid(alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, frameon=False, loc="lower center", ncol=min(4, len(labels)))
+    fig.tight_layout(rect=(0, 0.08 / len(panels) ** 0.5, 1, 1))
+    return _save(fig, path)
+
+
 def _theory_lines(ax, theory: pd.DataFrame, omega, sigma, lam) -> None:
     th = theory[(theory.omega == omega) & (theory.sigma == sigma) & (theory.lam == lam) & theory.converged]
     for branch, color in (("semantic", "tab:blue"), ("positional", "tab:orange")):

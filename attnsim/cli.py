@@ -236,46 +236,44 @@ def _per_sigma_lam(cfg, fn):
                                                              config_lib.sweep_values(cfg, "lam"))], ignore_index=True)
 
 
-def _theory(args, overrides) -> int:
+def _theory_command(args, overrides, name: str, compute):
+    """Shared body of `theory` and `phase`: compute(theory, cfg, A, omegas, sigma, lam) -> table per
+    (sigma, lam), concatenated and written to WORKDIR/NAME."""
     from attnsim import config as config_lib, theory
 
     cfg, A, workdir = _theory_setup(args, overrides)
     omegas = config_lib.sweep_values(cfg, "omega")
     start = time.time()
-    table = _per_sigma_lam(cfg, lambda s, l: theory.solve(omegas, cfg.alphas, sigma=s, lam=l, A=A,
-                                                          quad_order=cfg.quad_order))
-    path = workdir / "theory.csv"
+    table = _per_sigma_lam(cfg, lambda s, l: compute(theory, cfg, A, omegas, s, l))
+    path = workdir / name
     table.to_csv(path, index=False)
+    return table, path, time.time() - start
+
+
+def _theory(args, overrides) -> int:
+    table, path, seconds = _theory_command(args, overrides, "theory.csv", lambda th, cfg, A, om, s, l: th.solve(
+        om, cfg.alphas, sigma=s, lam=l, A=A, quad_order=cfg.quad_order))
     bad = int((~table.converged.astype(bool)).sum())
-    print(f"attnsim: {len(table)} fixed points ({bad} not converged / not existing) in {time.time() - start:.1f} s "
-          f"-> {path}")
+    print(f"attnsim: {len(table)} fixed points ({bad} not converged / not existing) in {seconds:.1f} s -> {path}")
     return 0
 
 
 def _phase(args, overrides) -> int:
-    from attnsim import config as config_lib, theory
-
-    cfg, A, workdir = _theory_setup(args, overrides)
-    omegas = config_lib.sweep_values(cfg, "omega")
-    start = time.time()
-    table = _per_sigma_lam(cfg, lambda s, l: theory.critical_lines(omegas, sigma=s, lam=l, A=A, quad_order=cfg.quad_order,
-                                                                   alpha_max=max(cfg.alphas)))
-    path = workdir / "phase.csv"
-    table.to_csv(path, index=False)
-    print(f"attnsim: critical lines for {len(table)} (omega, sigma, lam) in {time.time() - start:.1f} s -> {path}")
+    table, path, seconds = _theory_command(args, overrides, "phase.csv", lambda th, cfg, A, om, s, l: th.critical_lines(
+        om, sigma=s, lam=l, A=A, quad_order=cfg.quad_order, alpha_max=max(cfg.alphas)))
+    print(f"attnsim: critical lines for {len(table)} (omega, sigma, lam) in {seconds:.1f} s -> {path}")
     return 0
 
 
 def _report(args, overrides) -> int:
     import pandas as pd
 
-    from attnsim import plots
+    from attnsim import plots, report
 
     workdir = Path(args.workdir)
     results_path = workdir / "results.csv"
     if not results_path.is_file():
         raise _BadInput(f"--workdir {workdir}: no results.csv (run `attnsim run` first)")
-    from attnsim import report
 
     results = pd.read_csv(results_path)
     theory, phase = (pd.read_csv(workdir / f) if (workdir / f).is_file() else None for f in ("theory.csv", "phase.csv"))

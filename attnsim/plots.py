@@ -30,11 +30,7 @@ def plot_test_error(results: pd.DataFrame, path: Path, theory: pd.DataFrame | No
     fig, axes = plt.subplots(rows, cols, figsize=(max(4.2, 3.6 * cols), 2.9 * rows + 0.8), squeeze=False)
     gmin = sweep.global_minimum(ok)
     for ax, ((omega, sigma, lam), df) in zip(axes.flat, panels):
-        for init, sub in df.groupby("init"):
-            color, marker = INIT_STYLE.get(init, ("gray", "x"))
-            s = _mean_std(sub, "test_error")
-            ax.errorbar(s["alpha"], s["mean"], yerr=s["std"], color=color, marker=marker, ms=4, lw=0.8,
-                        capsize=2, ls=":", label=f"{init} init")
+        _init_points(ax, df, "test_error")
         g = gmin[(gmin.omega == omega) & (gmin.sigma == sigma) & (gmin.lam == lam)]
         s = _mean_std(g, "test_error")
         ax.errorbar(s["alpha"], s["mean"], yerr=s["std"], color="black", marker="*", ms=7, lw=1.4, capsize=2,
@@ -65,17 +61,9 @@ def plot_overlaps(results: pd.DataFrame, path: Path, theory: pd.DataFrame | None
     fig, axes = plt.subplots(len(panels), 2, figsize=(7.2, 2.7 * len(panels) + 0.6), squeeze=False)
     for row, ((omega, sigma, lam), df) in zip(axes, panels):
         for ax, col, label in ((row[0], "theta", r"$|\theta|$"), (row[1], "m", r"$|m|$")):
-            for init, sub in df.groupby("init"):
-                color, marker = INIT_STYLE.get(init, ("gray", "x"))
-                s = _mean_std(sub, col)
-                ax.errorbar(s["alpha"], s["mean"], yerr=s["std"], color=color, marker=marker, ms=4, lw=0.8,
-                            capsize=2, ls=":", label=f"{init} init")
+            _init_points(ax, df, col)
             if theory is not None:
-                th = theory[(theory.omega == omega) & (theory.sigma == sigma) & (theory.lam == lam)
-                            & theory.converged.astype(bool)]
-                for branch, color in (("semantic", "tab:blue"), ("positional", "tab:orange")):
-                    b = th[th.branch == branch].sort_values("alpha")
-                    ax.plot(b.alpha, b[col].abs(), color=color, lw=1.0, label=f"theory, {branch}")
+                _theory_lines(ax, theory, omega, sigma, lam, col)
             ax.set_xlabel(r"$\alpha = n/d$")
             ax.set_ylabel(label)
             ax.set_title(rf"$\omega={omega:g}$, $\sigma={sigma:g}$, $\lambda={lam:g}$", fontsize=9)
@@ -86,11 +74,22 @@ def plot_overlaps(results: pd.DataFrame, path: Path, theory: pd.DataFrame | None
     return _save(fig, path)
 
 
-def _theory_lines(ax, theory: pd.DataFrame, omega, sigma, lam) -> None:
-    th = theory[(theory.omega == omega) & (theory.sigma == sigma) & (theory.lam == lam) & theory.converged]
+def _init_points(ax, df: pd.DataFrame, column: str) -> None:
+    """Mean +- std over seeds of ``column`` vs alpha, one series per init."""
+    for init, sub in df.groupby("init"):
+        color, marker = INIT_STYLE.get(init, ("gray", "x"))
+        s = _mean_std(sub, column)
+        ax.errorbar(s["alpha"], s["mean"], yerr=s["std"], color=color, marker=marker, ms=4, lw=0.8,
+                    capsize=2, ls=":", label=f"{init} init")
+
+
+def _theory_lines(ax, theory: pd.DataFrame, omega, sigma, lam, column: str = "test_error") -> None:
+    """|column| of the converged semantic and positional branches at (omega, sigma, lam) vs alpha."""
+    th = theory[(theory.omega == omega) & (theory.sigma == sigma) & (theory.lam == lam)
+                & theory.converged.astype(bool)]
     for branch, color in (("semantic", "tab:blue"), ("positional", "tab:orange")):
         b = th[th.branch == branch].sort_values("alpha")
-        ax.plot(b.alpha, b.test_error, color=color, lw=1.0, alpha=0.8, label=f"theory, {branch}")
+        ax.plot(b.alpha, b[column].abs(), color=color, lw=1.0, alpha=0.8, label=f"theory, {branch}")
 
 
 def _save(fig, path: Path) -> list[Path]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -67,8 +68,6 @@ def _parser() -> argparse.ArgumentParser:
 def _enable_compilation_cache() -> None:
     """Keep compiled programs on disk (JAX's persistent cache) so that re-running or resuming a sweep
     skips compilation. ATTNSIM_COMPILATION_CACHE=DIR moves it, =0 turns it off."""
-    import os
-
     where = os.environ.get("ATTNSIM_COMPILATION_CACHE",
                            os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
                                         "attnsim", "jax"))
@@ -106,7 +105,7 @@ def _prepare_workdir(path: str) -> Path:
     workdir = Path(path)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / ".attnsim_write_test"
+        probe = workdir / f".attnsim_write_test.{os.getpid()}"  # per process: several may share a workdir
         probe.write_text("")
         probe.unlink()
     except OSError as e:

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from attnsim import config as config_lib, sweep, theory
+from attnsim.report import BRANCH_OF as BRANCH
 
 ALPHAS = (0.5075, 1.5025, 2.0)
-BRANCH = {"semantic": "semantic", "positional": "positional", "random": "positional"}
 
 
 def main() -> None:

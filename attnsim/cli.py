@@ -58,10 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     multi.add_argument("--num-processes", type=int, help="number of processes")
     multi.add_argument("--process-id", type=int, help="this process's index, 0 .. num-processes - 1")
     rep = sub.add_parser("report", help="figures and tables from what is in WORKDIR",
-                         description="Read WORKDIR/results.csv (and theory.csv, phase.csv if there) and write "
-                         "test_error.png/pdf, overlaps.png/pdf, summary.csv and summary.md (simulation mean +- std "
-                         "per init and for the empirical global minimum, next to the theory).")
-    rep.add_argument("--workdir", required=True, help="folder of an earlier `attnsim run`")
+                         description="Read WORKDIR/results.csv (or WORKDIR/*/results.csv, e.g. one folder per d) and "
+                         "theory.csv, phase.csv; solve the theory where they lack a simulated point (L = 2, r = 1 "
+                         "only) and write them; write test_error, overlaps, phase_diagram (several omegas) and "
+                         "scaling (several d) as .png and .pdf, summary.csv and summary.md (simulation mean +- std "
+                         "per init and for the empirical global minimum next to the theory, alpha_c and alpha_l of "
+                         "the theory and of the simulations).")
+    rep.add_argument("--workdir", required=True, help="folder of an earlier `attnsim run` (or of several)")
     return p
 
 
@@ -265,22 +268,40 @@ def _phase(args, overrides) -> int:
 
 
 def _report(args, overrides) -> int:
+    """Figures and summary of WORKDIR; the theory (theory.csv, phase.csv) is computed where missing and
+    covered (L = 2, r = r_t = 1), and written next to the results."""
     import pandas as pd
 
     from attnsim import plots, report
 
+    _enable_compilation_cache()  # the report may solve the theory
     workdir = Path(args.workdir)
-    results_path = workdir / "results.csv"
-    if not results_path.is_file():
+    results, cfg = report.read_workdir(workdir)
+    if results is None:
         raise _BadInput(f"--workdir {workdir}: no results.csv (run `attnsim run` first)")
-
-    results = pd.read_csv(results_path)
-    theory, phase = (pd.read_csv(workdir / f) if (workdir / f).is_file() else None for f in ("theory.csv", "phase.csv"))
-    files = plots.plot_test_error(results, workdir / "test_error.png", theory=theory)
-    files += plots.plot_overlaps(results, workdir / "overlaps.png", theory=theory)
+    read = lambda name: pd.read_csv(workdir / name) if (workdir / name).is_file() else None  # noqa: E731
+    theory, phase = read("theory.csv"), read("phase.csv")
+    completed, note = report.complete_theory(results, theory, cfg)
+    notes = [note]
+    if completed is not theory:
+        theory = completed
+        theory.to_csv(workdir / "theory.csv", index=False)
+    if phase is None:
+        phase, note = report.compute_phase(results, cfg)
+        notes.append(note)
+        if phase is not None:
+            phase.to_csv(workdir / "phase.csv", index=False)
+    print("attnsim report: " + "; ".join(notes), file=sys.stderr)
+    empirical = report.empirical_lines(results)
     table = report.summary(results, theory)
+    files = plots.plot_test_error(results, workdir / "test_error.png", theory=theory, phase=phase)
+    files += plots.plot_overlaps(results, workdir / "overlaps.png", theory=theory)
+    if results.omega.nunique() > 1:
+        files += plots.plot_phase_diagram(results, workdir / "phase_diagram.png", phase, empirical)
+    if results.d.nunique() > 1 and "theory_test_error" in table:
+        files += plots.plot_scaling(table, workdir / "scaling.png")
     table.to_csv(workdir / "summary.csv", index=False)
-    files += [workdir / "summary.csv", report.write_summary(table, workdir / "summary.md", phase)]
+    files += [workdir / "summary.csv", report.write_summary(table, workdir / "summary.md", phase, empirical, notes)]
     print(f"attnsim: wrote {', '.join(str(f) for f in files)}")
     return 0
 

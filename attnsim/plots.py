@@ -1,95 +1,242 @@
-"""Figures (matplotlib, Agg): results tables in, PNG and PDF files out."""
+"""Figures (matplotlib, Agg): results tables in, PNG and PDF files out.
+
+Every figure is sized for a paper column (3.4 in per panel) and saved as PNG (200 dpi) and PDF. A workdir
+may hold several d (see report.read_workdir): panels are then per (omega, sigma, lam, d).
+"""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 
-from attnsim import sweep  # noqa: E402
+from attnsim import report  # noqa: E402
 
 INIT_STYLE = {"random": ("tab:orange", "s"), "semantic": ("tab:blue", "o"), "positional": ("tab:green", "^")}
+BRANCH_COLOR = {"semantic": "tab:blue", "positional": "tab:orange"}
+TEST_ERROR = r"test error $\varepsilon_g$"
+ALPHA = r"sample complexity $\alpha = n/d$"
+RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7,
+      "ytick.labelsize": 7}
 
 
-def _mean_std(df: pd.DataFrame, column: str) -> pd.DataFrame:
-    return df.groupby("alpha")[column].agg(["mean", "std", "count"]).reset_index().fillna({"std": 0.0})
+def _styled(plot):
+    """Run a figure function under RC (column-width font sizes) without touching the global rcParams."""
+
+    @functools.wraps(plot)
+    def wrapped(*args, **kwargs):
+        with plt.rc_context(RC):
+            return plot(*args, **kwargs)
+
+    return wrapped
 
 
-def plot_test_error(results: pd.DataFrame, path: Path, theory: pd.DataFrame | None = None) -> list[Path]:
-    """Test error vs alpha, one panel per (omega, sigma, lam): mean +- std over seeds per init, the
-    empirical global minimum (per seed, the init with the lowest train_loss) and the linear baseline.
-    ``theory`` (optional, rows of attnsim.theory.solve) adds the branches as lines."""
-    ok = results[~results.diverged.astype(bool)]
-    panels = list(ok.groupby(["omega", "sigma", "lam"]))
-    cols = min(3, max(1, len(panels)))
-    rows = -(-max(1, len(panels)) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(max(4.2, 3.6 * cols), 2.9 * rows + 0.8), squeeze=False)
-    gmin = sweep.global_minimum(ok)
-    for ax, ((omega, sigma, lam), df) in zip(axes.flat, panels):
+def _mean_std(df: pd.DataFrame, column: str, by: str = "alpha") -> pd.DataFrame:
+    return df.groupby(by)[column].agg(["mean", "std", "count"]).reset_index().fillna({"std": 0.0})
+
+
+def _panels(results: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
+    """Non-diverged runs split into curves in alpha: per (omega, sigma, lam), and per d if there are several."""
+    ok = report.ok_runs(results)
+    keys = report.GROUP if ok.d.nunique() > 1 else report.GROUP[:-1]
+    return [(dict(zip(keys, k)), df) for k, df in ok.groupby(keys)]
+
+
+def _title(key: dict) -> str:
+    names = {"omega": r"\omega", "sigma": r"\sigma", "lam": r"\lambda", "d": "d", "alpha": r"\alpha"}
+    return ", ".join(rf"${names[k]}={v:g}$" for k, v in key.items())
+
+
+def _grid(n: int, width: float = 3.4, height: float = 2.6, max_cols: int = 3):
+    cols = min(max_cols, max(1, n))
+    rows = -(-max(1, n) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows + 0.5), squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return fig, axes
+
+
+def _legend_below(fig, axes, rows: int) -> None:
+    """One legend for the figure (from the first panel), under the panels."""
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    ncol = min(len(labels), 2 * axes.shape[1])
+    fig.legend(handles, labels, frameon=False, loc="lower center", ncol=max(1, ncol))
+    legend_rows = -(-len(labels) // max(1, ncol))
+    fig.tight_layout(rect=(0, min(0.4, 0.05 * legend_rows / rows ** 0.5), 1, 1))
+
+
+@_styled
+def plot_test_error(results: pd.DataFrame, path: Path, theory: pd.DataFrame | None = None,
+                    phase: pd.DataFrame | None = None) -> list[Path]:
+    """Test error vs alpha, one panel per curve: mean +- std over seeds per init, the empirical global minimum
+    (per seed, the init with the lowest train_loss) and the linear baseline. ``theory`` (rows of
+    attnsim.theory.solve) adds the branches (solid where the global minimum, dashed where not) and the
+    baseline's population error; ``phase`` (attnsim.theory.critical_lines) marks alpha_c and alpha_l."""
+    panels = _panels(results)
+    fig, axes = _grid(len(panels))
+    gmin = report.global_minimum(report.ok_runs(results))
+    for ax, (key, df) in zip(axes.flat, panels):
         _init_points(ax, df, "test_error")
-        g = gmin[(gmin.omega == omega) & (gmin.sigma == sigma) & (gmin.lam == lam)]
-        s = _mean_std(g, "test_error")
-        ax.errorbar(s["alpha"], s["mean"], yerr=s["std"], color="black", marker="*", ms=7, lw=1.4, capsize=2,
+        s = _mean_std(gmin[(gmin[list(key)] == pd.Series(key)).all(axis=1)], "test_error")
+        ax.errorbar(s["alpha"], s["mean"], yerr=s["std"], color="black", marker="*", ms=6, lw=1.2, capsize=2,
                     label="global min (lowest train loss)")
         s = _mean_std(df, "lin_test_error")
-        ax.plot(s["alpha"], s["mean"], color="gray", ls="--", lw=1.2, label="linear baseline $Bx$")
+        ax.plot(s["alpha"], s["mean"], color="gray", marker=".", ls=":", lw=1.0, label=r"linear $Bx$")
+        point = {k: key[k] for k in ("omega", "sigma", "lam")}
         if theory is not None:
-            _theory_lines(ax, theory, omega, sigma, lam)
-        ax.set_title(rf"$\omega={omega:g}$, $\sigma={sigma:g}$, $\lambda={lam:g}$", fontsize=9)
-        ax.set_xlabel(r"sample complexity $\alpha = n/d$")
-        ax.set_ylabel(r"test error $\mathbb{E}\|y-f(x)\|^2/2d$")
+            _theory_lines(ax, report._select(theory, **point), "test_error", global_style=True)
+            lin = report._select(theory, **point)
+            if "lin_test_error" in lin and len(lin):
+                ax.axhline(lin.lin_test_error.iloc[0], color="gray", lw=1.0, label=r"theory, linear $Bx$")
+        _critical_marks(ax, report._select(phase, **point))
+        ax.set_title(_title(key))
+        ax.set_xlabel(ALPHA)
+        ax.set_ylabel(TEST_ERROR)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    ncol = min(len(labels), 2 * cols)
-    fig.legend(handles, labels, fontsize=7, frameon=False, loc="lower center", ncol=ncol)
-    legend_rows = -(-len(labels) // ncol)
-    fig.tight_layout(rect=(0, 0.045 * legend_rows / rows ** 0.5, 1, 1))
+    _legend_below(fig, axes, axes.shape[0])
     return _save(fig, path)
 
 
+@_styled
 def plot_overlaps(results: pd.DataFrame, path: Path, theory: pd.DataFrame | None = None) -> list[Path]:
-    """|theta| and |m| vs alpha per init (mean +- std over seeds), one row per (omega, sigma, lam), with the
-    theory's branches when given."""
-    ok = results[~results.diverged.astype(bool)]
-    panels = list(ok.groupby(["omega", "sigma", "lam"]))
-    fig, axes = plt.subplots(len(panels), 2, figsize=(7.2, 2.7 * len(panels) + 0.6), squeeze=False)
-    for row, ((omega, sigma, lam), df) in zip(axes, panels):
-        for ax, col, label in ((row[0], "theta", r"$|\theta|$"), (row[1], "m", r"$|m|$")):
+    """|theta| and |m| vs alpha per init (mean +- std over seeds), one row per curve, with the theory's
+    branches when given."""
+    panels = _panels(results)
+    fig, axes = plt.subplots(len(panels), 2, figsize=(6.8, 2.4 * len(panels) + 0.5), squeeze=False)
+    for row, (key, df) in zip(axes, panels):
+        th = report._select(theory, **{k: key[k] for k in ("omega", "sigma", "lam")})
+        for ax, col, label in ((row[0], "theta", r"semantic overlap $|\theta|$"),
+                               (row[1], "m", r"positional overlap $|m|$")):
             _init_points(ax, df, col)
-            if theory is not None:
-                _theory_lines(ax, theory, omega, sigma, lam, col)
-            ax.set_xlabel(r"$\alpha = n/d$")
+            _theory_lines(ax, th, col)
+            ax.set_xlabel(ALPHA)
             ax.set_ylabel(label)
-            ax.set_title(rf"$\omega={omega:g}$, $\sigma={sigma:g}$, $\lambda={lam:g}$", fontsize=9)
+            ax.set_title(_title(key))
             ax.grid(alpha=0.3)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, frameon=False, loc="lower center", ncol=min(4, len(labels)))
-    fig.tight_layout(rect=(0, 0.08 / len(panels) ** 0.5, 1, 1))
+    _legend_below(fig, axes, len(panels))
     return _save(fig, path)
+
+
+@_styled
+def plot_phase_diagram(results: pd.DataFrame, path: Path, phase: pd.DataFrame | None = None,
+                       empirical: pd.DataFrame | None = None) -> list[Path]:
+    """Over the (alpha, omega) plane, per (sigma, lam, d): the mean over seeds of the empirical global
+    minimum's test error minus the linear baseline's (blue: attention wins), with the theory's alpha_c(omega)
+    and alpha_l(omega) (``phase``) and the simulations' estimates (``empirical``, report.empirical_lines)."""
+    ok = report.ok_runs(results)
+    at = report.GROUP + ["alpha"]
+    gap = (report.global_minimum(ok).groupby(at).test_error.mean() - ok.groupby(at).lin_test_error.mean())
+    gap = gap.rename("gap").reset_index()
+    groups = list(gap.groupby(["sigma", "lam", "d"]))
+    fig, axes = _grid(len(groups), width=3.6, height=2.9, max_cols=2)
+    for ax, ((sigma, lam, d), g) in zip(axes.flat, groups):
+        table = g.pivot(index="omega", columns="alpha", values="gap")
+        values = np.ma.masked_invalid(table.to_numpy())
+        span = max(float(np.nanmax(np.abs(table.to_numpy()))), 1e-12)
+        mesh = ax.pcolormesh(_edges(table.columns), _edges(table.index), values, cmap="RdBu_r",
+                             norm=TwoSlopeNorm(0.0, -span, span), shading="flat")
+        bar = fig.colorbar(mesh, ax=ax, pad=0.02)
+        bar.set_label(r"$\varepsilon_g^{\rm attention} - \varepsilon_g^{\rm linear}$")
+        bar.formatter.set_powerlimits((-2, 2))
+        p = report._select(phase, sigma=sigma, lam=lam).sort_values("omega") if phase is not None else pd.DataFrame()
+        for col, style, label in (("alpha_c", "-", r"theory $\alpha_c(\omega)$"), ("alpha_l", "--", r"theory $\alpha_l(\omega)$")):
+            if len(p):
+                ax.plot(p[col], p.omega, color="black", ls=style, lw=1.4, label=label)
+        e = report._select(empirical, sigma=sigma, lam=lam, d=d)
+        for col, marker, label in (("alpha_c", "o", r"simulation $\alpha_c$"), ("alpha_l", "^", r"simulation $\alpha_l$")):
+            if len(e):
+                ax.plot(e[col], e.omega, ls="none", marker=marker, ms=5, mfc="white", mec="black", label=label)
+        ax.set_xlim(_edges(table.columns)[[0, -1]])
+        ax.set_ylim(_edges(table.index)[[0, -1]])
+        ax.set_xlabel(ALPHA)
+        ax.set_ylabel(r"positional weight $\omega$")
+        ax.set_title(_title({"sigma": sigma, "lam": lam, "d": d}))
+    _legend_below(fig, axes, axes.shape[0])
+    return _save(fig, path)
+
+
+@_styled
+def plot_scaling(table: pd.DataFrame, path: Path) -> list[Path]:
+    """Finite-size convergence, per (omega, sigma, lam, alpha): left, |simulation mean / theory - 1| of the
+    test error vs d (log axes; error bars: standard error over seeds), with a d^{-1/2} guide; right, the mean
+    test error vs d with the theory. ``table``: report.summary with a theory and several d."""
+    t = table[np.isfinite(table.theory_test_error)]
+    curves = list(t.groupby(report.POINT))
+    fig, axes = plt.subplots(len(curves), 2, figsize=(6.8, 2.5 * len(curves) + 0.5), squeeze=False)
+    for (ax_dev, ax_te), (point, c) in zip(axes, curves):
+        for who, w in c.groupby("who"):
+            color, marker = INIT_STYLE.get(who, ("black", "*"))
+            w = w.sort_values("d")
+            sem = w.test_error_std.fillna(0) / np.sqrt(w.seeds)
+            label = "global min" if who == "global" else f"{who} init"
+            ax_dev.errorbar(w.d, w.rel_diff.abs(), yerr=sem / w.theory_test_error, color=color, marker=marker,
+                            ms=4, lw=1.0, capsize=2, label=label)
+            ax_te.errorbar(w.d, w.test_error, yerr=sem, color=color, marker=marker, ms=4, lw=1.0, capsize=2,
+                           label=label)
+            ax_te.axhline(w.theory_test_error.iloc[0], color=color, lw=0.8, ls="--")
+        d = np.sort(c.d.unique()).astype(float)
+        anchor = c[c.who == "global"].sort_values("d").rel_diff.abs().iloc[0] if (c.who == "global").any() else 1.0
+        ax_dev.plot(d, anchor * np.sqrt(d[0] / d), color="gray", ls=":", lw=1.0, label=r"$\propto d^{-1/2}$")
+        ax_dev.set(xscale="log", yscale="log", xlabel="dimension $d$",
+                   ylabel=r"$|\varepsilon_g^{\rm sim}/\varepsilon_g^{\rm theory} - 1|$")
+        ax_te.set(xscale="log", xlabel="dimension $d$", ylabel=TEST_ERROR + " (dashed: theory)")
+        for ax in (ax_dev, ax_te):
+            ax.set_title(_title(dict(zip(report.POINT, point))))
+            ax.grid(alpha=0.3, which="both")
+    _legend_below(fig, axes, len(curves))
+    return _save(fig, path)
+
+
+def _edges(centres) -> np.ndarray:
+    """Cell edges around sorted centres (midpoints; the outer cells as wide as their neighbour)."""
+    c = np.asarray(centres, float)
+    if len(c) == 1:
+        return np.array([c[0] - 0.5 * abs(c[0] or 1), c[0] + 0.5 * abs(c[0] or 1)])
+    mid = 0.5 * (c[1:] + c[:-1])
+    return np.r_[c[0] - (mid[0] - c[0]), mid, c[-1] + (c[-1] - mid[-1])]
 
 
 def _init_points(ax, df: pd.DataFrame, column: str) -> None:
-    """Mean +- std over seeds of ``column`` vs alpha, one series per init."""
+    """Mean +- std over seeds of |column| vs alpha, one series per init."""
     for init, sub in df.groupby("init"):
         color, marker = INIT_STYLE.get(init, ("gray", "x"))
-        s = _mean_std(sub, column)
+        s = _mean_std(sub.assign(**{column: sub[column].abs()}), column)
         ax.errorbar(s["alpha"], s["mean"], yerr=s["std"], color=color, marker=marker, ms=4, lw=0.8,
                     capsize=2, ls=":", label=f"{init} init")
 
 
-def _theory_lines(ax, theory: pd.DataFrame, omega, sigma, lam, column: str = "test_error") -> None:
-    """|column| of the converged semantic and positional branches at (omega, sigma, lam) vs alpha."""
-    th = theory[(theory.omega == omega) & (theory.sigma == sigma) & (theory.lam == lam)
-                & theory.converged.astype(bool)]
-    for branch, color in (("semantic", "tab:blue"), ("positional", "tab:orange")):
+def _theory_lines(ax, th: pd.DataFrame, column: str = "test_error", global_style: bool = False) -> None:
+    """|column| of the converged semantic and positional branches of ``th`` (one curve's theory rows) vs
+    alpha; with ``global_style``, solid where the branch is the global minimum and dashed where not."""
+    if th is None or th.empty:
+        return
+    th = th[th.converged.astype(bool)]
+    for branch, color in BRANCH_COLOR.items():
         b = th[th.branch == branch].sort_values("alpha")
-        ax.plot(b.alpha, b[column].abs(), color=color, lw=1.0, alpha=0.8, label=f"theory, {branch}")
+        y = b[column].abs().to_numpy()
+        if global_style and "global_min" in b:
+            ax.plot(b.alpha, y, color=color, lw=1.0, ls="--", alpha=0.8)
+            ax.plot(b.alpha, np.where(b.global_min.astype(bool), y, np.nan), color=color, lw=1.6,
+                    label=f"theory, {branch}")
+        else:
+            ax.plot(b.alpha, y, color=color, lw=1.2, alpha=0.8, label=f"theory, {branch}")
+
+
+def _critical_marks(ax, phase_row: pd.DataFrame) -> None:
+    """Vertical lines at the theory's alpha_c and alpha_l (one phase.csv row)."""
+    if phase_row is None or phase_row.empty:
+        return
+    for col, style, label in (("alpha_c", "-.", r"$\alpha_c$"), ("alpha_l", ":", r"$\alpha_l$")):
+        value = phase_row[col].iloc[0]
+        if np.isfinite(value):
+            ax.axvline(value, color="black", ls=style, lw=0.9, label=label)
 
 
 def _save(fig, path: Path) -> list[Path]:

@@ -1,6 +1,13 @@
 """Tidy summaries of a workdir: results.csv (and theory.csv, phase.csv when present) -> tables.
 
-``summary(results, theory)`` has one row per (omega, sigma, lam, alpha, who), where ``who`` is an init or
+Synopsis::
+
+    results, cfg = report.read_workdir(Path("runs/omega03"))   # results.csv, or every */results.csv (one per d)
+    theory, note = report.complete_theory(results, None, cfg)  # solve the theory at the simulated points
+    table = report.summary(results, theory)                     # mean +- std per point and init, theory, rel. diff
+    lines = report.empirical_lines(results)                     # alpha_c, alpha_l estimated from the simulations
+
+``summary(results, theory)`` has one row per (omega, sigma, lam, d, alpha, who), where ``who`` is an init or
 ``global`` (the empirical global minimum: per seed, the init with the lowest train_loss), with the mean,
 standard deviation and count over seeds of the test error, and, with a theory table, the test error of the
 matching branch (semantic init -> semantic, random/positional init -> positional, global -> the theory's
@@ -9,6 +16,7 @@ global minimum) and the relative difference.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +25,46 @@ import pandas as pd
 from attnsim import sweep
 
 POINT = ["omega", "sigma", "lam", "alpha"]
+GROUP = ["omega", "sigma", "lam", "d"]  # one curve in alpha (a workdir may hold several d, see read_workdir)
 BRANCH_OF = {"semantic": "semantic", "random": "positional", "positional": "positional"}
 
 
+def read_workdir(workdir: Path) -> tuple[pd.DataFrame | None, dict]:
+    """(results, config dict) of WORKDIR: its results.csv, or else the concatenated results.csv of its
+    sub-folders (e.g. one per d). The config is that of WORKDIR/config.json or the first sub-folder's ({}
+    when there is none)."""
+    workdir = Path(workdir)
+    dirs = [workdir] if (workdir / "results.csv").is_file() else sorted(
+        p.parent for p in workdir.glob("*/results.csv"))
+    if not dirs:
+        return None, {}
+    results = pd.concat([pd.read_csv(d / "results.csv") for d in dirs], ignore_index=True)
+    cfg_file = next((d / "config.json" for d in [workdir, *dirs] if (d / "config.json").is_file()), None)
+    return results, (json.loads(cfg_file.read_text()).get("config", {}) if cfg_file else {})
+
+
+def global_minimum(results: pd.DataFrame) -> pd.DataFrame:
+    """sweep.global_minimum for each d separately (seed indices repeat across d)."""
+    return pd.concat([sweep.global_minimum(g) for _, g in results.groupby("d")])
+
+
+def ok_runs(results: pd.DataFrame) -> pd.DataFrame:
+    return results[~results.diverged.astype(bool)]
+
+
+def _round_keys(df: pd.DataFrame, keys=POINT) -> pd.DataFrame:
+    """Float keys rounded so that tables written by different programs match."""
+    return df.assign(**{k: df[k].round(10) for k in keys})
+
+
 def summary(results: pd.DataFrame, theory: pd.DataFrame | None = None) -> pd.DataFrame:
-    ok = results[~results.diverged.astype(bool)]
-    parts = [ok.assign(who=ok.init), sweep.global_minimum(ok).assign(who="global")]
-    stats = (pd.concat(parts).groupby(POINT + ["who"])["test_error"].agg(["mean", "std", "count"])
+    ok = ok_runs(results)
+    parts = [ok.assign(who=ok.init), global_minimum(ok).assign(who="global")]
+    keys = GROUP + ["alpha"]
+    stats = (pd.concat(parts).groupby(keys + ["who"])["test_error"].agg(["mean", "std", "count"])
              .reset_index().rename(columns={"mean": "test_error", "std": "test_error_std", "count": "seeds"}))
-    lin = ok.groupby(POINT)["lin_test_error"].mean().rename("lin_test_error").reset_index()
-    stats = stats.merge(lin, on=POINT)
+    lin = ok.groupby(keys)["lin_test_error"].mean().rename("lin_test_error").reset_index()
+    stats = stats.merge(lin, on=keys)
     if theory is None or theory.empty:
         return stats
     th = theory[theory.converged.astype(bool)]
@@ -35,23 +73,148 @@ def summary(results: pd.DataFrame, theory: pd.DataFrame | None = None) -> pd.Dat
     rows.append(glob.assign(who="global"))
     theory_te = pd.concat(rows)[POINT + ["who", "branch", "test_error"]].rename(
         columns={"test_error": "theory_test_error", "branch": "theory_branch"})
-    for col in POINT:  # match float keys written by different programs
-        stats[col], theory_te[col] = stats[col].round(10), theory_te[col].round(10)
-    out = stats.merge(theory_te, on=POINT + ["who"], how="left")
+    out = _round_keys(stats).merge(_round_keys(theory_te), on=POINT + ["who"], how="left")
     out["rel_diff"] = out.test_error / out.theory_test_error - 1
     return out
 
 
-def write_summary(table: pd.DataFrame, path: Path, phase: pd.DataFrame | None = None) -> Path:
-    """summary.md: one table per (omega, sigma, lam), plus the critical lines of phase.csv if given."""
+def last_crossing(x, y) -> float:
+    """The x where y, sampled at increasing x, last changes sign from >= 0 to < 0 (linear interpolation);
+    NaN if it never does."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    idx = np.flatnonzero((y[:-1] >= 0) & (y[1:] < 0))
+    if not len(idx):
+        return float("nan")
+    i = idx[-1]
+    return float(x[i] + y[i] * (x[i + 1] - x[i]) / (y[i] - y[i + 1]))
+
+
+def empirical_lines(results: pd.DataFrame) -> pd.DataFrame:
+    """alpha_c and alpha_l estimated from the simulations, per (omega, sigma, lam, d):
+
+    - alpha_c: where the mean over seeds of train_loss(semantic init) - min over the other inits of
+      train_loss last changes sign from + to - (the global minimum switches to the semantic init);
+      NaN without a semantic and another init;
+    - alpha_l: where the mean global-minimum test error minus the mean linear baseline's last does.
+    Linear interpolation between simulated alphas; NaN when there is no crossing in the simulated range.
+    """
+    ok = ok_runs(results)
+    at = GROUP + ["alpha"]
+    gaps = global_minimum(ok).groupby(at).test_error.mean() - ok.groupby(at).lin_test_error.mean()
+    rows = []
+    for key, df in ok.groupby(GROUP):
+        gap = gaps.loc[key].sort_index()
+        alpha_c = float("nan")
+        per_init = df.pivot_table(index=["alpha", "seed"], columns="init", values="train_loss")
+        if "semantic" in per_init and per_init.shape[1] > 1:
+            other = per_init.drop(columns="semantic").min(axis=1)
+            diff = (per_init["semantic"] - other).groupby("alpha").mean().sort_index()
+            alpha_c = last_crossing(diff.index, diff.to_numpy())
+        rows.append(dict(zip(GROUP, key), alpha_c=alpha_c, alpha_l=last_crossing(gap.index, gap.to_numpy())))
+    return pd.DataFrame(rows, columns=GROUP + ["alpha_c", "alpha_l"])
+
+
+def theory_options(results: pd.DataFrame, cfg: dict) -> dict:
+    """Arguments of attnsim.theory for a workdir's config (the defaults where config.json is missing)."""
+    from attnsim import config as config_lib
+
+    default = config_lib.default_config()
+    A = cfg.get("A", default.A)
+    return dict(A=np.asarray(config_lib.NAMED_A[A] if isinstance(A, str) else A, np.float64),
+                quad_order=int(cfg.get("quad_order", default.quad_order)),
+                L=int(results.L.iloc[0]), r=int(results.r.iloc[0]), r_t=int(cfg.get("r_t", default.r_t)))
+
+
+def unsupported(results: pd.DataFrame, cfg: dict) -> str | None:
+    """Why the theory does not cover this workdir (one line), or None."""
+    from attnsim import theory
+
+    opts = theory_options(results, cfg)
+    try:
+        theory.check_supported(opts["L"], opts["r"], opts["r_t"], results.sigma.unique(), opts["A"],
+                               results.alpha.unique())
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def missing_points(results: pd.DataFrame, theory: pd.DataFrame | None) -> pd.DataFrame:
+    """The simulated (omega, sigma, lam, alpha) that ``theory`` lacks."""
+    pts = _round_keys(results[POINT].drop_duplicates())
+    if theory is None or theory.empty:
+        return pts
+    have = _round_keys(theory[POINT].drop_duplicates())
+    merged = pts.merge(have, on=POINT, how="left", indicator=True)
+    return pts[(merged["_merge"] == "left_only").to_numpy()]
+
+
+def complete_theory(results: pd.DataFrame, theory: pd.DataFrame | None, cfg: dict,
+                    n_extra: int = 16) -> tuple[pd.DataFrame | None, str]:
+    """``theory`` plus the fixed points of the simulated points it lacks (per (sigma, lam): every omega on
+    the simulated alphas and ``n_extra`` more up to the largest, for smooth curves); a one-line note."""
+    from attnsim import theory as theory_lib
+
+    todo = missing_points(results, theory)
+    if todo.empty:
+        return theory, "theory.csv covers every simulated point"
+    why = unsupported(results, cfg)
+    if why:
+        return theory, f"no theory: {why}"
+    opts = theory_options(results, cfg)
+    new = []
+    for (sigma, lam), grp in todo.groupby(["sigma", "lam"]):
+        top = grp.alpha.max()
+        alphas = np.unique(np.round(np.r_[grp.alpha, np.linspace(top / n_extra, top, n_extra)], 6))
+        new.append(theory_lib.solve(np.unique(grp.omega), alphas, sigma, lam, opts["A"], opts["quad_order"]))
+    out = pd.concat(([] if theory is None else [theory]) + new, ignore_index=True)
+    out = out.drop_duplicates(POINT + ["branch"], keep="first").reset_index(drop=True)
+    return out, f"theory solved at {len(todo)} simulated points (quad_order {opts['quad_order']})"
+
+
+def compute_phase(results: pd.DataFrame, cfg: dict) -> tuple[pd.DataFrame | None, str]:
+    """The theory's critical lines alpha_c(omega), alpha_l(omega) for every simulated (omega, sigma, lam), up
+    to the largest simulated alpha; a one-line note."""
+    from attnsim import theory as theory_lib
+
+    why = unsupported(results, cfg)
+    if why:
+        return None, f"no critical lines: {why}"
+    opts = theory_options(results, cfg)
+    top = float(results.alpha.max())
+    parts = [theory_lib.critical_lines(np.unique(g.omega), sigma, lam, opts["A"], opts["quad_order"], alpha_max=top)
+             for (sigma, lam), g in results.groupby(["sigma", "lam"])]
+    return pd.concat(parts, ignore_index=True), f"critical lines up to alpha = {top:g} (quad_order {opts['quad_order']})"
+
+
+def _select(df: pd.DataFrame | None, **values) -> pd.DataFrame:
+    """Rows of ``df`` whose columns are close to ``values`` (empty for None)."""
+    if df is None or df.empty:
+        return pd.DataFrame()
+    mask = np.ones(len(df), bool)
+    for k, v in values.items():
+        mask &= np.isclose(df[k].to_numpy(float), v)
+    return df[mask]
+
+
+def _fmt_alpha(v: float) -> str:
+    return "not in the simulated range" if not np.isfinite(v) else f"{v:.3g}"
+
+
+def write_summary(table: pd.DataFrame, path: Path, phase: pd.DataFrame | None = None,
+                  empirical: pd.DataFrame | None = None, notes: tuple[str, ...] = ()) -> Path:
+    """summary.md: one table per (omega, sigma, lam, d), with alpha_c and alpha_l of the theory (phase.csv)
+    and of the simulations (``empirical``, see empirical_lines) when given."""
     lines = ["# attnsim summary", "", "Test error: mean ± std over seeds (count); `global` = per seed the init "
-             "with the lowest train_loss.", ""]
-    for (omega, sigma, lam), df in table.groupby(["omega", "sigma", "lam"]):
-        lines += [f"## ω = {omega:g}, σ = {sigma:g}, λ = {lam:g}", ""]
-        if phase is not None and not phase.empty:
-            p = phase[np.isclose(phase.omega, omega) & np.isclose(phase.sigma, sigma) & np.isclose(phase.lam, lam)]
-            if len(p):
-                lines += [f"Theory: α_c = {p.alpha_c.iloc[0]:.4g}, α_l = {p.alpha_l.iloc[0]:.4g}", ""]
+             "with the lowest train_loss.", *(f"Note: {n}." for n in notes), ""]
+    for (omega, sigma, lam, d), df in table.groupby(GROUP):
+        lines += [f"## ω = {omega:g}, σ = {sigma:g}, λ = {lam:g}, d = {d}", ""]
+        p = _select(phase, omega=omega, sigma=sigma, lam=lam)
+        if len(p):
+            lines += [f"Theory: α_c = {p.alpha_c.iloc[0]:.4g}, α_l = {p.alpha_l.iloc[0]:.4g}", ""]
+        e = _select(empirical, omega=omega, sigma=sigma, lam=lam, d=d)
+        if len(e):
+            lines += [f"Simulations: α_c ≈ {_fmt_alpha(e.alpha_c.iloc[0])} (global minimum switches to the semantic "
+                      f"init), α_l ≈ {_fmt_alpha(e.alpha_l.iloc[0])} (global minimum beats the linear baseline)", ""]
         has_theory = "theory_test_error" in df
         head = "| α | who | test error | seeds | linear baseline |" + (" theory (branch) | rel. diff |" if has_theory else "")
         lines += [head, "|" + "---|" * (head.count("|") - 1)]

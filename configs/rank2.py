@@ -1,0 +1,27 @@
+"""A rank-2 student (r = 2, teacher rank 1; paper's appendix) at omega = 0.3, d = 1000; no theory (it covers r = 1).
+
+Argument `small` (configs/rank2.py:small): d = 200, 6 alphas, 2 seeds.
+"""
+
+import ml_collections
+import numpy as np
+
+
+def get_config(arg=None):
+    c = ml_collections.ConfigDict()
+    c.name = "rank2"
+    c.d = 1000
+    c.r = 2
+    c.omega = 0.3
+    c.alphas = tuple(float(a) for a in np.round(np.linspace(0.01, 2.0, 25), 6))
+    c.seeds = 4
+    c.inits = ("random", "semantic")
+    if arg == "small":
+        c.name = "rank2-small"
+        c.d = 200
+        c.alphas = (0.25, 0.5, 1.0, 1.25, 1.5, 2.0)
+        c.seeds = 2
+        c.n_test = 4000
+    elif arg:
+        raise ValueError(f"unknown argument {arg!r} (use 'small' or nothing)")
+    return c

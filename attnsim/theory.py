@@ -68,14 +68,16 @@ DEFAULT_QUAD_ORDER = 10
 BRANCHES = ("semantic", "positional", "trivial")
 # Starting points (q, m, V, theta) at the largest alpha (THEORY.md, "Branches").
 _START_Q_M_V_TH = {
-    "semantic": (0.9068, 2e-4, 14.575, 0.3472),
+    "semantic": (0.9068, 0.0, 14.575, 0.3472),
     "positional": (0.02068, 0.2, 14.575, 0.0),
     "trivial": (0.02068, 0.0, 14.575, 0.0),
 }
-# Which overlaps the iteration may move (theta = 0 resp. m = theta = 0 are invariant subspaces; they are
-# pinned to stop round-off from growing along an unstable direction).
+# Which overlaps the iteration may move. theta = 0 and m = 0 are invariant subspaces (t -> -t; (h, xi, y)
+# -> -(h, xi, y) at m = 0, any A): pinned at 0 they stay there exactly, round-off cannot grow along an
+# unstable direction, and the quadrature folds by the symmetry (quad_rule_folded). The semantic branch
+# has m = 0 at its fixed points (THEORY.md), so m is pinned there.
 _FREE_Q_M_V_TH = {
-    "semantic": (1.0, 1.0, 1.0, 1.0),
+    "semantic": (1.0, 0.0, 1.0, 1.0),
     "positional": (1.0, 1.0, 1.0, 0.0),
     "trivial": (1.0, 0.0, 1.0, 0.0),
 }
@@ -88,9 +90,7 @@ FULL_EVERY_WARM = 50  # the same along a continuation (h* warm from the previous
 # always end with a full search)
 MAX_ITER_COLD = 400
 MAX_ITER_WARM = 150
-GRID_SIDE = 11  # full search: GRID_SIDE^2 grid points per node
-N_GRID_STARTS = 3  # lowest grid-local minima used as Newton starts
-NEWTON_FULL = 10  # Newton iterations after a full search
+NEWTON_FULL = 10  # Newton iterations of a full search
 NEWTON_SCREEN = 4  # of which from every start (then only from the N_POLISH best)
 N_POLISH = 2
 NEWTON_WARM = 4  # Newton iterations from a warm start
@@ -172,11 +172,13 @@ def linear_baseline_error(omega, sigma=0.5, A=STANDARD_A, quad_order=80):
 
 
 class Quad(NamedTuple):
-    """Tensor Gauss-Hermite rule over (xi_1, xi_2, y_1, y_2): xi_Nx2, y_Nx2, wt_N (sum 1), N = K^4."""
+    """Gauss-Hermite rule over (xi_1, xi_2, y_1, y_2): xi_Nx2, y_Nx2, wt_N (sum 1); hat_mask_4 zeroes the
+    hats (qh, mh, Vh, thh) that vanish by a symmetry the rule was folded with."""
 
     xi_Nx2: np.ndarray
     y_Nx2: np.ndarray
     wt_N: np.ndarray
+    hat_mask_4: np.ndarray = np.ones(4)
 
 
 @functools.lru_cache(maxsize=None)
@@ -194,22 +196,40 @@ def quad_rule(K: int) -> Quad:
 
 
 @functools.lru_cache(maxsize=None)
-def quad_rule_sym(K: int) -> Quad:
-    """quad_rule(K) folded by the token-swap-and-sign symmetry (~half the nodes, the same integrals).
+def quad_rule_folded(K: int, swap: bool = False, negate: bool = False, flip_y: bool = False) -> Quad:
+    """quad_rule(K) folded by node symmetries of the problem: one node per orbit, with the orbit's weight.
 
-    For A_11 = A_22 the node (xi_1, xi_2, y_1, y_2) and its mirror (-xi_2, -xi_1, -y_2, -y_1) have
-    mirrored problems: w -> -(w_2, w_1), t -> -(t_2, t_1), s_11 <-> s_22, T_11 <-> T_22, so
-    h* -> -(h*_2, h*_1) and f -> -(f_2, f_1), and every integrand of the map and the observables
-    (f_1^2 + f_2^2, f_1 - f_2, f.y, f.xi, M, loss) is the same at both. The tensor rule is exactly mirror
-    symmetric (nodes antisymmetrised), so keeping one node per pair with twice its weight is exact.
+    The tensor rule is exactly invariant under each map (nodes antisymmetrised), so the folded rule gives
+    the same integrals for every integrand invariant under them:
+
+    - ``swap`` (needs A_11 = A_22): (xi_1, xi_2, y_1, y_2) -> -(xi_2, xi_1, y_2, y_1) mirrors the problem,
+      w -> -(w_2, w_1), t -> -(t_2, t_1), T_11 <-> T_22, h* -> -(h*_2, h*_1), f -> -(f_2, f_1): every
+      integrand (f_1^2 + f_2^2, f_1 - f_2, f.y, f.xi, M, loss) is unchanged.
+    - ``negate`` (needs m = 0): (xi, y) -> -(xi, y) gives w -> -w, t -> -t, T unchanged (s(-t) = s(t)),
+      h* -> -h*, f -> -f: all integrands unchanged except f_1 - f_2, whose mean is 0 (mh = 0, masked).
+    - ``flip_y`` (needs theta = 0): y -> -y leaves w and T (t = V* y) unchanged, so h* and f too: only
+      f.y flips, thh = 0 (masked).
+    Sizes: ~K^4 / 2 per symmetry, ~K^4 / 4 for two of them.
     """
     full = quad_rule(K)
     i = np.arange(K**4).reshape(K, K, K, K)
-    j = i[::-1, ::-1, ::-1, ::-1].transpose(1, 0, 3, 2)  # j[a,b,c,d] = index of (K-1-b, K-1-a, K-1-d, K-1-c)
-    i, j = i.ravel(), j.ravel()
-    keep = i <= j
-    wt = np.where(i == j, 1.0, 2.0) * full.wt_N
-    return Quad(full.xi_Nx2[keep].copy(), full.y_Nx2[keep].copy(), wt[keep].copy())
+    gens = [g.ravel() for g, use in ((i[::-1, ::-1, ::-1, ::-1].transpose(1, 0, 3, 2), swap),
+                                     (i[::-1, ::-1, ::-1, ::-1], negate), (i[:, :, ::-1, ::-1], flip_y)) if use]
+    rep = np.arange(K**4)  # orbit representative: the smallest index in the orbit
+    while True:
+        new = functools.reduce(lambda r, g: np.minimum(r, r[g]), gens, rep)
+        if np.array_equal(new, rep):
+            break
+        rep = new
+    wt = np.bincount(rep, weights=full.wt_N, minlength=K**4)
+    keep = rep == np.arange(K**4)
+    mask = np.array([1.0, 0.0 if negate else 1.0, 1.0, 0.0 if flip_y else 1.0])
+    return Quad(full.xi_Nx2[keep].copy(), full.y_Nx2[keep].copy(), wt[keep].copy(), mask)
+
+
+def quad_rule_sym(K: int) -> Quad:
+    """quad_rule(K) folded by the token-swap-and-sign symmetry alone (A_11 = A_22; (K^4 + K^2) / 2 nodes)."""
+    return quad_rule_folded(K, swap=True)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -266,7 +286,8 @@ def _newton_step(h1, h2, nd: Node, V, sigma2):
     norm = jnp.sqrt(dx * dx + dy * dy)
     cap = jnp.minimum(1.0, 1.0 / jnp.maximum(norm, 1e-300))  # trust radius 1 (fields are O(1))
     dx, dy = dx * cap, dy * cap
-    best1, best2, bestM = h1, h2, _M(h1, h2, nd, V, sigma2)
+    best1, best2 = h1, h2
+    bestM = ((h1 - nd.w1) ** 2 + (h2 - nd.w2) ** 2) / V + 2 * sigma2 * (e1 * e1 + e2 * e2)  # = M(h)
     for tau in _STEPS[:-1]:  # parallel line search, unrolled (fuses into elementwise code)
         c1_, c2_ = h1 + tau * dx, h2 + tau * dy
         M_ = _M(c1_, c2_, nd, V, sigma2)
@@ -283,59 +304,40 @@ def _newton(h1, h2, nd: Node, V, sigma2, n_iter: int):
     return lax.fori_loop(0, n_iter, body, (h1, h2))
 
 
-def _grid_starts(nd: Node, V, sigma2, side: int, n_starts: int):
-    """Starts of the full search, shape (n_starts + 3, N) each for h_1 and h_2.
+def _zero_loss_point(nd: Node):
+    """The point h0 with s(h0) = T exactly (loss 0), where it exists; (h1_N, h2_N).
 
-    h* lies in the disc |h - w|^2 <= V loss(w) (since M(h*) <= M(w)); evaluate M on a side x side grid
-    covering it, keep the n_starts lowest grid-local minima (4-neighbour), and add 0, w and -h_best.
-    Layout: the node axis is innermost everywhere (XLA's CPU loops vectorise over it; ~5x faster than
-    node-major).
+    loss depends on h only through a_1 = h_1 d, a_2 = -h_2 d (d = h_1 - h_2): a_1 + a_2 = d^2 and
+    a_1 - a_2 = u d (u = h_1 + h_2). So loss = 0 at a = logit(T) is reached at exactly h0 and -h0 with
+    d = sqrt(a_1 + a_2), u = (a_1 - a_2) / d when a_1 + a_2 > 0; otherwise the valley runs off along
+    d -> 0 and h0 (d floored at 1e-3) is a far point on it.
     """
-    R_N = jnp.sqrt(V * _loss(nd.w1, nd.w2, nd.T11, nd.T22, sigma2)) + 1e-6
-    u_G = jnp.linspace(-1.0, 1.0, side)
-    # The grid only ranks starts (Newton and the final choice are float64): float32 halves its cost.
-    f32 = lambda a: jnp.asarray(a, jnp.float32)
-    gh1 = f32(nd.w1)[None, None, :] + f32(R_N)[None, None, :] * f32(u_G)[:, None, None]  # (G, 1, N)
-    gh2 = f32(nd.w2)[None, None, :] + f32(R_N)[None, None, :] * f32(u_G)[None, :, None]  # (1, G, N)
-    ndG = Node(*(f32(a)[None, None, :] for a in nd))
-    M_GGN = _M(gh1, gh2, ndG, f32(V), f32(sigma2))
-    inf = jnp.inf
-    pad = jnp.pad(M_GGN, ((1, 1), (1, 1), (0, 0)), constant_values=inf)
-    is_min = (
-        (M_GGN <= pad[:-2, 1:-1]) & (M_GGN <= pad[2:, 1:-1])
-        & (M_GGN <= pad[1:-1, :-2]) & (M_GGN <= pad[1:-1, 2:])
-    )
-    score_PN = jnp.where(is_min, M_GGN, inf).reshape(side * side, -1)
-    idx = []
-    iota = jnp.arange(side * side)[:, None]
-    for _ in range(n_starts):  # n_starts lowest local minima (lax.top_k and argmin are slow on CPU:
-        # min, then the first index attaining it, are two plain reductions)
-        lo = jnp.min(score_PN, axis=0, keepdims=True)
-        i = jnp.min(jnp.where(score_PN == lo, iota, side * side - 1), axis=0)
-        idx.append(i)
-        score_PN = jnp.where(iota == i[None, :], inf, score_PN)
-    idx_SN = jnp.stack(idx, axis=0)  # (ties/inf: an arbitrary grid point, harmless)
-    i_SN, j_SN = idx_SN // side, idx_SN % side
-    s1 = nd.w1[None, :] + R_N[None, :] * u_G[i_SN]
-    s2 = nd.w2[None, :] + R_N[None, :] * u_G[j_SN]
-    zero = jnp.zeros_like(nd.w1)[None, :]
-    h1_SN = jnp.concatenate([s1, zero, nd.w1[None, :], -s1[:1]], axis=0)
-    h2_SN = jnp.concatenate([s2, zero, nd.w2[None, :], -s2[:1]], axis=0)
-    return h1_SN, h2_SN
+    logit = lambda p: jnp.log(p) - jnp.log1p(-p)
+    a1 = logit(jnp.clip(nd.T11, 1e-12, 1 - 1e-12))
+    a2 = logit(jnp.clip(nd.T22, 1e-12, 1 - 1e-12))
+    d = jnp.sqrt(jnp.maximum(a1 + a2, 1e-6))
+    u = (a1 - a2) / d
+    return 0.5 * (u + d), 0.5 * (u - d)
 
 
-def inner_full(nd: Node, V, sigma2, side: int = GRID_SIDE, n_starts: int = N_GRID_STARTS,
-               n_newton: int = NEWTON_FULL):
-    """Global minimiser h* of M at every node by the multi-start search. Returns (h1_N, h2_N)."""
-    h1_SN, h2_SN = _grid_starts(nd, V, sigma2, side, n_starts)
+def inner_full(nd: Node, V, sigma2, h_2xN):
+    """Global minimiser h* of M at every node by a multi-start Newton search. Returns (h1_N, h2_N).
+
+    Starts: w (the minimiser of the quadratic part), +-h0 (the two zeros of the loss part,
+    ``_zero_loss_point``) and the warm start h_2xN. M = |h - w|^2 / V + loss is a weak pull (1/V ~ 0.05)
+    towards w on the loss landscape, whose minima are +-h0 and plateaus, so its basins are those of w
+    and +-h0: checked against an exhaustive search (41 x 41 grid over the disc |h - w|^2 <= V loss(w)
+    that contains h*, Newton from its 8 lowest local minima, 40 steps) at 71 converged points (omega 0 ..
+    0.45, alpha 0.1 .. 2, both branches, K = 10): the same minimum at every node (M within 1e-16).
+    Newton runs NEWTON_SCREEN steps from every start, then the N_POLISH lowest get the remaining steps.
+    """
+    h01, h02 = _zero_loss_point(nd)
+    h1_SN = jnp.stack([nd.w1, h01, -h01, h_2xN[0]])
+    h2_SN = jnp.stack([nd.w2, h02, -h02, h_2xN[1]])
     ndS = Node(*(a[None, :] for a in nd))
-    # Newton from every start for NEWTON_SCREEN steps, then only the N_POLISH lowest are polished for the
-    # remaining steps (same answers as polishing all starts on the tested grids, ~half the cost).
-    n_screen = min(NEWTON_SCREEN, n_newton)
-    h1_SN, h2_SN = _newton(h1_SN, h2_SN, ndS, V, sigma2, n_screen)
-    if n_screen < n_newton:
-        h1_SN, h2_SN = _pick_lowest(h1_SN, h2_SN, ndS, V, sigma2, N_POLISH)
-        h1_SN, h2_SN = _newton(h1_SN, h2_SN, ndS, V, sigma2, n_newton - n_screen)
+    h1_SN, h2_SN = _newton(h1_SN, h2_SN, ndS, V, sigma2, NEWTON_SCREEN)
+    h1_SN, h2_SN = _pick_lowest(h1_SN, h2_SN, ndS, V, sigma2, N_POLISH)
+    h1_SN, h2_SN = _newton(h1_SN, h2_SN, ndS, V, sigma2, NEWTON_FULL - NEWTON_SCREEN)
     h1_SN, h2_SN = _pick_lowest(h1_SN, h2_SN, ndS, V, sigma2, 1)
     return h1_SN[0], h2_SN[0]
 
@@ -393,7 +395,7 @@ def overlap_map(x_4, h_2xN, pb: Problem, quad: Quad, full: bool):
     """One application of the fixed-point map.
 
     Args:
-      x_4: (q, m, V, theta), float64. h_2xN: warm start of h* (ignored when ``full``).
+      x_4: (q, m, V, theta), float64. h_2xN: warm start of h* (one of the starts when ``full``).
     Returns:
       (x_new_4, h_2xN, obs) with obs = dict(hats_4, test_error, train_loss) evaluated at x_4.
     """
@@ -402,17 +404,24 @@ def overlap_map(x_4, h_2xN, pb: Problem, quad: Quad, full: bool):
     rho = sigma2
     nd, sq, vstar = _nodes(x_4, pb, quad)
     if full:
-        h1, h2 = inner_full(nd, V, sigma2)
+        h1, h2 = inner_full(nd, V, sigma2, h_2xN)
     else:
         h1, h2 = _newton(h_2xN[0], h_2xN[1], nd, V, sigma2, NEWTON_WARM)
     wt = quad.wt_N
     xi, y = quad.xi_Nx2, quad.y_Nx2
     f1, f2 = (h1 - nd.w1) / V, (h2 - nd.w2) / V
+    # A node with w_1 = w_2 and T_11 = T_22 is symmetric under h -> (h_2, h_1): if h* is not, both are
+    # global minimisers. Average the integrands over the pair (the tie has measure zero in the continuum
+    # but not on a tensor grid, where an arbitrary pick would break the symmetries of the rule).
+    tie = (jnp.abs(nd.w1 - nd.w2) < 1e-12) & (jnp.abs(nd.T11 - nd.T22) < 1e-12)
+    f_bar = 0.5 * (f1 + f2)
+    f_dot = lambda u: jnp.where(tie, f_bar * (u[:, 0] + u[:, 1]), f1 * u[:, 0] + f2 * u[:, 1])
     al = pb.alpha
     qh = al * jnp.sum(wt * (f1 * f1 + f2 * f2))
-    mh = al * jnp.sum(wt * (f1 - f2))
-    thh = al * jnp.sum(wt * (f1 * y[:, 0] + f2 * y[:, 1])) / jnp.maximum(vstar, 1e-300)
-    Vh = -al * jnp.sum(wt * (f1 * xi[:, 0] + f2 * xi[:, 1])) / sq + th * thh / jnp.maximum(q, 1e-300)
+    mh = al * jnp.sum(wt * jnp.where(tie, 0.0, f1 - f2))
+    thh = al * jnp.sum(wt * f_dot(y)) / jnp.maximum(vstar, 1e-300)
+    mh, thh = mh * quad.hat_mask_4[1], thh * quad.hat_mask_4[3]  # zero by a symmetry of a folded rule
+    Vh = -al * jnp.sum(wt * f_dot(xi)) / sq + th * thh / jnp.maximum(q, 1e-300)
     D = jnp.maximum(pb.lam + sigma2 * Vh, 1e-12)
     quad_term = sigma2 * qh + mh**2 + sigma2 * rho * thh**2
     x_new = jnp.stack([sigma2 * quad_term / D**2, mh / D, sigma2 / D, sigma2 * rho * thh / D])
@@ -444,38 +453,44 @@ def _from_z(z, rho):
 
 
 class _Anderson(NamedTuple):
+    """Anderson history: the last ANDERSON_M secant pairs (rows beyond n are zero, which is harmless in
+    the least-squares problem) and the previous iterate, if any (``has_prev``)."""
+
     dz_Mx4: jnp.ndarray
     dg_Mx4: jnp.ndarray
     z_prev: jnp.ndarray
     g_prev: jnp.ndarray
-    k: jnp.ndarray  # number of steps taken (history valid entries = min(k, M))
+    n: jnp.ndarray  # secant pairs pushed so far (int)
+    has_prev: jnp.ndarray  # bool: z_prev, g_prev belong to the current map
 
 
 def _anderson_init(z):
     M = ANDERSON_M
-    return _Anderson(jnp.zeros((M, 4)), jnp.zeros((M, 4)), z, jnp.zeros(4), jnp.zeros((), jnp.int32))
+    return _Anderson(jnp.zeros((M, 4)), jnp.zeros((M, 4)), z, jnp.zeros(4), jnp.zeros((), jnp.int32),
+                     jnp.zeros((), bool))
 
 
 def _anderson_step(st: _Anderson, z, g):
     """Type-II Anderson update z + beta g - (dZ + beta dG) gamma, gamma = argmin |g - dG gamma|."""
-    M = ANDERSON_M
-    slot = (st.k - 1) % M
-    push = st.k > 0
-    dz = jnp.where(push, st.dz_Mx4.at[slot].set(z - st.z_prev), st.dz_Mx4)
-    dg = jnp.where(push, st.dg_Mx4.at[slot].set(g - st.g_prev), st.dg_Mx4)
+    slot = st.n % ANDERSON_M
+    dz = jnp.where(st.has_prev, st.dz_Mx4.at[slot].set(z - st.z_prev), st.dz_Mx4)
+    dg = jnp.where(st.has_prev, st.dg_Mx4.at[slot].set(g - st.g_prev), st.dg_Mx4)
+    n = st.n + st.has_prev.astype(jnp.int32)
     gram = dg @ dg.T
     reg = 1e-10 * (jnp.trace(gram) + 1e-30)
-    gamma = jnp.linalg.solve(gram + reg * jnp.eye(M), dg @ g)
+    gamma = jnp.linalg.solve(gram + reg * jnp.eye(ANDERSON_M), dg @ g)
     beta = ANDERSON_BETA
     step = beta * g - (dz + beta * dg).T @ gamma
-    step = jnp.where(st.k < 2, beta * g, step)  # plain mixing until the history has two entries
+    step = jnp.where(n < 2, beta * g, step)  # plain mixing until the history has two entries
     step = jnp.clip(step, -0.5, 0.5)  # guard against wild extrapolation (z is log-scaled / O(0.1))
     step = jnp.where(jnp.all(jnp.isfinite(step)), step, beta * g)
-    return _Anderson(dz, dg, z, g, st.k + 1), z + step
+    return _Anderson(dz, dg, z, g, n, jnp.ones((), bool)), z + step
 
 
-def _anderson_reset(st: _Anderson, z):
-    return _anderson_init(z)._replace(k=jnp.zeros((), jnp.int32))
+def _anderson_new_map(st: _Anderson) -> _Anderson:
+    """Keep the secant history for a nearby map (the next alpha): its Jacobian differs by O(d alpha), so
+    the first step there is already quasi-Newton; only the previous iterate is forgotten."""
+    return st._replace(has_prev=jnp.zeros((), bool))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -509,12 +524,14 @@ def _signature_ok(x_Px4, free_Px4, rho_P):
     return ok & (q > 0) & jnp.all(jnp.isfinite(x_Px4), axis=1)
 
 
-def solve_batch(pb_P: Problem, x0_Px4, h0_Px2xN, free_Px4, quad: Quad, max_iter, n_plain=0, warm_h=False):
+def solve_batch(pb_P: Problem, x0_Px4, h0_Px2xN, free_Px4, quad: Quad, max_iter, n_plain=0, warm_h=False,
+                and0: _Anderson | None = None):
     """Solve P fixed points at once (traceable; call under jit and x64).
 
     The first ``n_plain`` iterations are the authors' damped iteration x <- 0.2 F(x) + 0.8 x (a cold start
     must not let Anderson jump to an unstable fixed point), then Anderson acceleration.
-    Returns dict: x (P,4), h (P,2,N), res (P,), iterations (P,), converged (P,), test_error,
+    ``and0``: the Anderson history to start from (default: none).
+    Returns dict: x (P,4), h (P,2,N), anderson, res (P,), iterations (P,), converged (P,), test_error,
     train_loss, hats (P,4). ``converged`` = residual <= ACCEPT_TOL and the branch signature holds.
     """
     full_map = jax.vmap(lambda x, h, pb: overlap_map(x, h, pb, quad, True))
@@ -547,7 +564,7 @@ def solve_batch(pb_P: Problem, x0_Px4, h0_Px2xN, free_Px4, quad: Quad, max_iter,
         restart = full & (res > 10 * s.res_P) & (s.it > 0)
         and_new = jax.tree.map(
             lambda a, b: jnp.where(restart.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
-            jax.vmap(_anderson_reset)(and_new, z), and_new,
+            jax.vmap(_anderson_init)(z), and_new,
         )
         x_next = jax.vmap(_from_z)(z_new, rho_P)
         x_next = jnp.where(s.it < n_plain, PLAIN_MIX * xn + (1 - PLAIN_MIX) * s.x_Px4, x_next)
@@ -570,30 +587,34 @@ def solve_batch(pb_P: Problem, x0_Px4, h0_Px2xN, free_Px4, quad: Quad, max_iter,
         )
 
     obs0 = dict(hats=jnp.zeros((P, 4)), test_error=jnp.zeros(P), train_loss=jnp.zeros(P))
-    s0 = _State(x0_Px4, h0_Px2xN, jax.vmap(_anderson_init)(jax.vmap(_to_z)(x0_Px4, rho_P)), jnp.full(P, jnp.inf),
+    if and0 is None:
+        and0 = jax.vmap(_anderson_init)(jax.vmap(_to_z)(x0_Px4, rho_P))
+    s0 = _State(x0_Px4, h0_Px2xN, and0, jnp.full(P, jnp.inf),
                 jnp.full(P, jnp.inf), jnp.zeros(P, bool), jnp.zeros(P, bool), jnp.zeros(P, jnp.int32), jnp.zeros((), jnp.int32),
                 jnp.zeros((), jnp.int32), obs0)
     s = lax.while_loop(lambda s: (s.it < max_iter) & ~jnp.all(s.done_P), body, s0)
     conv = (s.res_free_P <= ACCEPT_TOL) & s.last_full_P & _signature_ok(s.x_Px4, free_Px4, rho_P)
-    return dict(x=s.x_Px4, h=s.h_Px2xN, res=s.res_free_P, iterations=s.it_P, converged=conv,
+    return dict(x=s.x_Px4, h=s.h_Px2xN, anderson=s.and_st, res=s.res_free_P, iterations=s.it_P, converged=conv,
                 n_full=jnp.broadcast_to(s.n_full, (P,)), **s.obs)
 
 
 def _continuation_init(x0_Px4, rho_P, n_nodes: int):
-    """Carry of the continuation before its first alpha: (x, h, z_prev, alpha, alpha_prev, n_ok)."""
+    """Carry of the continuation before its first alpha: (x, h, z_prev, alpha, alpha_prev, n_ok, anderson)."""
     P = x0_Px4.shape[0]
-    return (x0_Px4, jnp.zeros((P, 2, n_nodes)), jax.vmap(_to_z)(x0_Px4, rho_P), jnp.zeros(P), jnp.zeros(P),
-            jnp.zeros(P, jnp.int32))
+    z = jax.vmap(_to_z)(x0_Px4, rho_P)
+    return (x0_Px4, jnp.zeros((P, 2, n_nodes)), z, jnp.zeros(P), jnp.zeros(P), jnp.zeros(P, jnp.int32),
+            jax.vmap(_anderson_init)(z))
 
 
 def _continuation_step(carry, a, alpha_P, pb_P: Problem, free_Px4, quad: Quad, cold_first):
     """One alpha of the continuation of P problems. Step a = 0 starts from the carried x (a cold start
     with N_PLAIN_COLD damped iterations when ``cold_first``); each later step starts from the last
-    converged solution of its problem (h* too), moved by a secant predictor once two are known.
+    converged solution of its problem (h* and the Anderson history too), moved by a secant predictor
+    once two are known.
     Returns (carry, out) with out a dict of (P, ...) arrays."""
     rho_P = pb_P.sigma**2
     to_z, from_z = jax.vmap(_to_z), jax.vmap(_from_z)
-    x_c, h_c, z_prev, al_c, al_prev, n_ok = carry
+    x_c, h_c, z_prev, al_c, al_prev, n_ok, and_c = carry
     first = (a == 0) & cold_first
     # Secant predictor (in the Anderson coordinates z, which keep q, V > 0 and theta^2 < q rho) once a
     # problem has two consecutive converged solutions: the start is then O(d alpha^2) off.
@@ -604,38 +625,41 @@ def _continuation_step(carry, a, alpha_P, pb_P: Problem, free_Px4, quad: Quad, c
     x_start = jnp.where(use & (free_Px4 > 0), from_z(jnp.where(use, z_pred, z_c), rho_P), x_c)
     out = solve_batch(pb_P._replace(alpha=alpha_P), x_start, h_c, free_Px4, quad,
                       jnp.where(first, MAX_ITER_COLD, MAX_ITER_WARM), jnp.where(first, N_PLAIN_COLD, 0),
-                      warm_h=a > 0)
+                      warm_h=a > 0, and0=jax.vmap(_anderson_new_map)(and_c))
     ok = out["converged"]
+    keep_ok = lambda new, old: jnp.where(ok.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
     carry = (jnp.where(ok[:, None], out["x"], x_c), jnp.where(ok[:, None, None], out["h"], h_c),
              jnp.where(ok[:, None], z_c, z_prev), jnp.where(ok, alpha_P, al_c), jnp.where(ok, al_c, al_prev),
-             jnp.where(ok, n_ok + 1, 0))
-    return carry, {k: v for k, v in out.items() if k != "h"}
+             jnp.where(ok, n_ok + 1, 0), jax.tree.map(keep_ok, out["anderson"], and_c))
+    return carry, {k: v for k, v in out.items() if k not in ("h", "anderson")}
 
 
-def _continuation(pb_P: Problem, alphas_AxP, x0_Px4, free_Px4, quad: Quad, cold_first):
-    """Follow P problems along alphas_AxP (row a: every problem's alpha at step a) by continuation, as one
-    ``lax.scan`` of _continuation_step (traceable). Returns a dict of arrays with leading axes (A, P)."""
-    carry0 = _continuation_init(x0_Px4, pb_P.sigma**2, quad.wt_N.shape[0])
-    step = lambda c, a_al: _continuation_step(c, a_al[0], a_al[1], pb_P, free_Px4, quad, cold_first)
-    _, out = lax.scan(step, carry0, (jnp.arange(alphas_AxP.shape[0]), alphas_AxP))
-    return out
+def _problem_quad(K: int, A_2x2, free_4) -> Quad:
+    """The rule for one problem, folded by every symmetry it has (``quad_rule_folded``): swap when
+    A_11 = A_22, negate when m is pinned (at 0), flip_y when theta is pinned (at 0); padded with
+    zero-weight nodes to ``_n_nodes(K, swap)`` so that every problem shares one compiled shape."""
+    swap = _swap_symmetric(A_2x2)
+    q = quad_rule_folded(K, swap, bool(free_4[1] == 0), bool(free_4[3] == 0))
+    pad = _n_nodes(K, swap) - len(q.wt_N)
+    return Quad(np.pad(q.xi_Nx2, ((0, pad), (0, 0))), np.pad(q.y_Nx2, ((0, pad), (0, 0))), np.pad(q.wt_N, (0, pad)),
+                q.hat_mask_4)
 
 
-def _symmetric_A(A_2x2) -> bool:
-    """A_11 = A_22: the folded quadrature rule (quad_rule_sym) is exact."""
+def _swap_symmetric(A_2x2) -> bool:
     return bool(A_2x2[0, 0] == A_2x2[1, 1])
 
 
-def _quad_jnp(K: int, sym: bool) -> Quad:
-    return Quad(*(jnp.asarray(a) for a in (quad_rule_sym(K) if sym else quad_rule(K))))
+def _n_nodes(K: int, swap: bool) -> int:
+    """Nodes of the larger folded rule of the semantic and positional branches."""
+    return max(len(quad_rule_folded(K, swap, neg, not neg).wt_N) for neg in (False, True))
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled_step(K: int, sym: bool = False):
-    """The jitted single continuation step at order K: the only compiled solver (one shape, P = 1, reused
-    by every problem, every alpha and the refinements of critical_lines)."""
-    quad = _quad_jnp(K, sym)
-    return jax.jit(lambda carry, a, al, pb, free, cold: _continuation_step(carry, a, al, pb, free, quad, cold))
+def _compiled_step(K: int):
+    """The jitted single continuation step at order K: the only compiled solver (one shape, P = 1,
+    ``_n_nodes(K, swap)`` nodes, the rule an argument), reused by every problem, branch, alpha and the
+    refinements of critical_lines."""
+    return jax.jit(_continuation_step)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -660,21 +684,21 @@ def _run_problems(K: int, A_2x2, omega_P, sigma_P, lam_P, alphas_AxP, x0_Px4, fr
     alphas). Batching problems under vmap costs every problem the union of all their outer iterations
     and full searches (the batch-wide while_loop and cond): one problem at a time is 2-3x cheaper on a
     CPU already at 8 problems, more for larger grids. Returns dict of numpy arrays (A, P, ...)."""
-    sym = _symmetric_A(A_2x2)
-    step = _compiled_step(K, sym)
-    n_nodes = len((quad_rule_sym(K) if sym else quad_rule(K)).wt_N)
+    step = _compiled_step(K)
+    n_nodes = _n_nodes(K, _swap_symmetric(A_2x2))
     outs = []
     with jax.enable_x64(True):
         for i in range(len(omega_P)):
             pb = Problem(*(jnp.asarray([v], jnp.float64) for v in (omega_P[i], sigma_P[i], lam_P[i], 0.0,
                                                                     A_2x2[0, 0], A_2x2[1, 1])))
             free = jnp.asarray(free_Px4[i:i + 1], jnp.float64)
+            quad = Quad(*(jnp.asarray(a, jnp.float64) for a in _problem_quad(K, A_2x2, free_Px4[i])))
             cold_ = jnp.asarray(cold)
             carry = _continuation_init(jnp.asarray(x0_Px4[i:i + 1], jnp.float64), pb.sigma**2, n_nodes)
             per_alpha = []
             for a in range(alphas_AxP.shape[0]):
                 carry, out = step(carry, jnp.asarray(a), jnp.asarray(alphas_AxP[a, i:i + 1], jnp.float64), pb,
-                                  free, cold_)
+                                  free, quad, cold_)
                 per_alpha.append(out)
             outs.append(jax.device_get(per_alpha))
     cast = lambda a: np.asarray(a, dtype=np.float64 if np.asarray(a).dtype.kind == "f" else np.asarray(a).dtype)

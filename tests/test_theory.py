@@ -173,9 +173,10 @@ def test_folded_quadrature_rule():
 
 
 def test_folded_rule_same_fixed_point(monkeypatch):
-    """The standard A (A_11 = A_22) is solved on the folded rule; the full rule gives the same fixed point."""
+    """Both branches are solved on folded rules (swap for A_11 = A_22, and negate / flip_y for the pinned
+    m / theta); the full tensor rule gives the same fixed points."""
     folded = theory.solve([0.3], [2.0], quad_order=6)
-    monkeypatch.setattr(theory, "_symmetric_A", lambda A: False)
+    monkeypatch.setattr(theory, "quad_rule_folded", lambda K, *symmetries: theory.quad_rule(K))
     unfolded = theory.solve([0.3], [2.0], quad_order=6)
     assert folded.converged.all() and unfolded.converged.all()
     for col in ("q", "V", "theta", "test_error", "train_loss"):

@@ -65,6 +65,11 @@ def default_config() -> ml_collections.ConfigDict:
     # Engine.
     c.max_batch = 0  # max runs per compiled call (0 = automatic, from memory_budget and the backend)
     c.memory_budget = 0.0  # GiB a chunk may use (0 = automatic: 60% of accelerator memory, 40% of RAM on CPU)
+    # Checkpoints (attnsim.checkpoint): a chunk trains in segments of `checkpoint_every` steps (the numbers
+    # do not depend on it) and its state is saved after a segment once `checkpoint_seconds` have passed
+    # since the last save (0 = after every segment).
+    c.checkpoint_every = 500
+    c.checkpoint_seconds = 60.0
     # Theory.
     c.quad_order = 10  # Gauss-Hermite nodes per dimension: ~1.5e-3 relative of order 20 (theory.py)
     return c
@@ -171,6 +176,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     _check(isinstance(cfg.max_batch, int) and cfg.max_batch >= 0, "max_batch", cfg.max_batch, "must be an integer >= 0")
     _check(_is_num(cfg.memory_budget) and cfg.memory_budget >= 0, "memory_budget", cfg.memory_budget,
            "must be >= 0 (GiB; 0 = automatic)")
+    _check(isinstance(cfg.checkpoint_every, int) and cfg.checkpoint_every >= 1, "checkpoint_every",
+           cfg.checkpoint_every, "must be an integer >= 1 (steps per training segment)")
+    _check(_is_num(cfg.checkpoint_seconds) and cfg.checkpoint_seconds >= 0, "checkpoint_seconds",
+           cfg.checkpoint_seconds, "must be >= 0 (0 = save after every segment)")
     _check(isinstance(cfg.quad_order, int) and 2 <= cfg.quad_order <= 64, "quad_order", cfg.quad_order, "must be an integer in [2, 64]")
     for f, lo_ok, problem in (
         ("sigma", lambda v: v > 0, "must be > 0"),

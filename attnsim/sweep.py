@@ -12,9 +12,12 @@ over the local devices.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import io
 import itertools
 import os
-from typing import Iterator
+from pathlib import Path
+from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +28,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from attnsim import config as config_lib
-from attnsim import data, training
+from attnsim import checkpoint, data, training
 
 MIN_FILL = 0.75  # a run in a chunk uses at least this fraction of the chunk's padded samples
 
@@ -159,57 +162,108 @@ def padded_count(count: int, devices: int) -> int:
     return -(-size // devices) * devices
 
 
-def _pad_runs(hp: training.HParams, size: int) -> training.HParams:
-    """Pad the run axis to ``size`` by repeating the first run (the copies are discarded)."""
-    count = hp.n.shape[0]
-    extra = size - count
-    if not extra:
-        return hp
-    return jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[:1], extra, axis=0)]), hp)
+def _pad(tree, shape: tuple[int, ...]):
+    """Pad the leading axes of every leaf to ``shape`` by repeating index 0 along each (copies are
+    discarded): a seed axis and a run axis for a chunk's parameters and states."""
+    def pad(a):
+        a = jnp.asarray(a)
+        for axis, size in enumerate(shape):
+            extra = size - a.shape[axis]
+            if extra:
+                a = jnp.concatenate([a, jnp.repeat(jax.lax.slice_in_dim(a, 0, 1, axis=axis), extra, axis=axis)], axis)
+        return a
+
+    return jax.tree.map(pad, tree)
 
 
 class Engine:
-    """Compiles (once per distinct chunk shape) and runs chunks; shards the run axis over devices."""
+    """Compiles (once per distinct chunk shape) and runs chunks; shards the run axis over devices.
+
+    A chunk runs as three compiled programs: ``setup`` (the seeds' data and the runs' initial states),
+    ``train`` (a segment of steps, its length a run-time argument) and ``finish`` (the metrics), so that
+    training can stop after any segment to be checkpointed and resumed with the same bits."""
 
     def __init__(self, cfg: ml_collections.ConfigDict, devices=None):
         self.cfg = cfg
         self.devices = list(devices or jax.local_devices())
         self.mesh = Mesh(np.array(self.devices), ("runs",))
-        self._compiled = {}
 
     def static(self, n_max: int) -> training.Static:
         c = self.cfg
         return training.Static(d=c.d, L=c.L, r=c.r, r_t=c.r_t, n_max=n_max, optimizer=c.optimizer,
                                steps=c.steps, n_test=c.n_test, test_chunk=c.test_chunk, lin_input=c.lin_input)
 
-    def _fn(self, n_max: int):
-        if n_max not in self._compiled:
-            per_seed = jax.vmap(training.make_run(self.static(n_max)), in_axes=(None, 0))
-            batched = jax.vmap(per_seed, in_axes=(0, 0))  # seeds x runs
-            runs = NamedSharding(self.mesh, P(None, "runs"))
-            self._compiled[n_max] = jax.jit(
-                lambda keys, hp: batched(keys, hp)[1],
-                in_shardings=(NamedSharding(self.mesh, P()), runs), out_shardings=runs)
-        return self._compiled[n_max]
+    def _programs(self, n_max: int):
+        """(setup, train, finish), jitted for chunks padded to ``n_max`` samples."""
+        return _programs(self.static(n_max), tuple(self.devices))
 
-    def run_chunk(self, runs: pd.DataFrame, chunk: Chunk) -> np.ndarray:
+    def padded_shape(self, chunk: Chunk) -> tuple[int, int]:
+        """(seeds, runs per seed) a chunk is padded to: powers of two, the runs a multiple of the device
+        count, so that a sweep compiles a few shapes."""
+        return padded_count(len(chunk.seeds), 1), padded_count(max(len(g) for g in chunk.groups), len(self.devices))
+
+    def state_template(self, n_max: int, shape: tuple[int, int]):
+        """The structure of a chunk's TrainState padded to ``shape``, as zero host arrays."""
+        setup = self._programs(n_max)[0]
+        one = _hparams(self.cfg, pd.DataFrame({c: [v] for c, v in _TEMPLATE_RUN.items()}), [0])
+        hp = _pad(jax.tree.map(lambda a: a[None], one), shape)  # (seeds, runs, ...)
+        keys = jnp.stack([data.seed_key(0, 0)] * shape[0])
+        abstract = jax.eval_shape(setup, keys, hp)[1]
+        return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract)
+
+    def run_chunk(self, runs: pd.DataFrame, chunk: Chunk, resume_state=None, steps_done: int = 0,
+                  after_segment: Callable | None = None) -> np.ndarray:
         """Train and evaluate a chunk: a float32 table, one row per run, columns (row label, *METRIC_COLUMNS).
 
-        Padding (discarded): each seed's group to a power of two runs that the device count divides, and
-        the seeds to a power of two, so that a sweep compiles a few shapes."""
-        size = padded_count(max(len(g) for g in chunk.groups), len(self.devices))
-        seeds = padded_count(len(chunk.seeds), 1)
-        hps = [_pad_runs(_hparams(self.cfg, runs, g), size) for g in chunk.groups]
-        hps += hps[:1] * (seeds - len(hps))
-        hp = jax.tree.map(lambda *a: jnp.stack(a), *hps)
-        keys = [data.seed_key(self.cfg.seed, s) for s in chunk.seeds]
-        keys = jnp.stack(keys + keys[:1] * (seeds - len(keys)))
-        metrics = jax.device_get(self._fn(chunk.n_max)(keys, hp))
+        ``resume_state`` (host arrays (seeds, runs, ...), from a checkpoint) continues the chunk after
+        ``steps_done`` steps; ``after_segment(state, steps_done)`` is called after each training segment.
+        Padding (discarded): the runs and seeds to ``padded_shape``, with copies of the first run / seed."""
+        shape = self.padded_shape(chunk)
+        hp = jax.tree.map(lambda *a: jnp.stack(a), *[_hparams(self.cfg, runs, g) for g in chunk.groups])
+        hp = _pad(hp, shape)
+        keys = _pad(jnp.stack([data.seed_key(self.cfg.seed, s) for s in chunk.seeds]), shape[:1])
+        setup, train, finish = self._programs(chunk.n_max)
+        sd, state = setup(keys, hp)
+        if resume_state is not None:
+            state = jax.device_put(_pad(resume_state, shape), NamedSharding(self.mesh, P(None, "runs")))
+        done = steps_done
+        while done < self.cfg.steps:
+            k = min(self.cfg.checkpoint_every, self.cfg.steps - done)
+            state = train(sd, hp, state, k)
+            done += k
+            if after_segment is not None:
+                after_segment(state, done)
+        metrics = jax.device_get(finish(sd, hp, state))
         table = np.empty((len(chunk.rows), 1 + len(METRIC_COLUMNS)), np.float32)
         table[:, 0] = chunk.rows
         for j, name in enumerate(METRIC_COLUMNS):
             table[:, 1 + j] = np.concatenate([np.asarray(metrics[name])[i, : len(g)] for i, g in enumerate(chunk.groups)])
         return table
+
+
+@functools.lru_cache(maxsize=32)
+def _programs(st: training.Static, devices: tuple):
+    """(setup, train, finish) of Engine, jitted over a mesh of ``devices``; cached, so that engines of the
+    same shapes in one process share their compiled programs."""
+    mesh = Mesh(np.array(devices), ("runs",))
+    seed_data = jax.vmap(training.make_seed_data(st))
+    per_run = lambda f, *extra: jax.vmap(jax.vmap(f, in_axes=(None, 0, 0, *extra)), in_axes=(0, 0, 0, *extra))
+    init = jax.vmap(jax.vmap(functools.partial(training.init_state, st), in_axes=(None, 0)))
+    train = per_run(functools.partial(training.train_steps, st), None)
+    finish = per_run(lambda sd, hp, state: training.evaluate(st, sd, hp, state.Q))
+    one, runs = NamedSharding(mesh, P()), NamedSharding(mesh, P(None, "runs"))
+
+    def setup(keys, hp):
+        sd = seed_data(keys)
+        return sd, init(sd, hp)
+
+    return (jax.jit(setup, in_shardings=(one, runs), out_shardings=(one, runs)),
+            jax.jit(train, in_shardings=(one, runs, runs, one), out_shardings=runs, donate_argnums=2),
+            jax.jit(finish, in_shardings=(one, runs, runs), out_shardings=runs))
+
+
+# Any valid run: only its structure matters (Engine.state_template).
+_TEMPLATE_RUN = dict(omega=0.0, sigma=1.0, lam=0.0, alpha=1.0, n=1, seed=0, init="random")
 
 
 def _rows(runs: pd.DataFrame, table: np.ndarray) -> pd.DataFrame:
@@ -221,22 +275,45 @@ def _rows(runs: pd.DataFrame, table: np.ndarray) -> pd.DataFrame:
     return out
 
 
+def plan(runs: pd.DataFrame, max_batch: int, resumed: checkpoint.Resumed | None = None) -> list[Chunk]:
+    """The chunks of ``runs`` in order: the chunk resumed from a checkpoint, if any, then the rest."""
+    if resumed is None:
+        return plan_chunks(runs, max_batch)
+    first = Chunk(resumed.seeds, resumed.n_max, resumed.groups)
+    return [first] + plan_chunks(runs.drop(list(first.rows)), max_batch)
+
+
+def _record(runs: pd.DataFrame, chunk: Chunk) -> dict:
+    """A chunk as JSON: its seeds, n_max and, per group, the KEY_COLUMNS of its runs."""
+    keys = lambda g: [list(k) for k in runs.loc[list(g), KEY_COLUMNS].astype(object).itertuples(index=False)]
+    return dict(seeds=list(chunk.seeds), n_max=chunk.n_max, groups=[keys(g) for g in chunk.groups])
+
+
 def iterate(cfg: ml_collections.ConfigDict, runs: pd.DataFrame, max_batch: int | None = None,
-            devices=None, chunks: list[Chunk] | None = None) -> Iterator[pd.DataFrame]:
+            devices=None, chunks: list[Chunk] | None = None, engine: Engine | None = None,
+            resumed: checkpoint.Resumed | None = None,
+            checkpointer: checkpoint.Checkpointer | None = None) -> Iterator[pd.DataFrame]:
     """Yield the results of ``runs`` chunk by chunk, in plan order.
 
+    One process: ``resumed`` (the first chunk of ``chunks``, see :func:`plan`) continues from its
+    checkpoint, and ``checkpointer`` saves the chunk in training after its segments.
     With several JAX processes (``jax.distributed``), process p computes chunks p, p + P, p + 2P, ... on
     its local devices; after each round the rows are all-gathered, so every process yields every row
-    (process 0 writes them). A chunk is computed by the same program whatever the process count.
+    (process 0 writes them). A chunk is computed by the same program whatever the process count. Chunks
+    are not checkpointed then (finished chunks are still never recomputed).
     """
-    engine = Engine(cfg, devices)
+    engine = engine or Engine(cfg, devices)
     if chunks is None:
-        chunks = plan_chunks(runs, max_batch or default_max_batch(cfg, len(engine.devices)))
+        chunks = plan(runs, max_batch or default_max_batch(cfg, len(engine.devices)), resumed)
     procs, me = jax.process_count(), jax.process_index()
     if procs == 1:
-        for chunk in chunks:
-            yield _rows(runs, engine.run_chunk(runs, chunk))
+        for i, chunk in enumerate(chunks):
+            start = resumed if i == 0 and resumed is not None else None
+            yield _rows(runs, engine.run_chunk(runs, chunk, start and start.state, start.steps_done if start else 0,
+                                               _after_segment(runs, chunk, checkpointer)))
         return
+    if resumed is not None or checkpointer is not None:
+        raise ValueError("checkpoints are per process: give neither resumed nor checkpointer with several processes")
     width = max(len(c.rows) for c in chunks)
     for start in range(0, len(chunks), procs):
         table = np.full((width, 1 + len(METRIC_COLUMNS)), np.nan, np.float32)
@@ -247,6 +324,47 @@ def iterate(cfg: ml_collections.ConfigDict, runs: pd.DataFrame, max_batch: int |
         for p in range(min(procs, len(chunks) - start)):
             part = gathered[p]
             yield _rows(runs, part[~np.isnan(part[:, 0])])
+
+
+def _after_segment(runs: pd.DataFrame, chunk: Chunk, checkpointer: checkpoint.Checkpointer | None) -> Callable:
+    """The callback after each training segment of a chunk: save (when due), then the fault hook."""
+    if checkpointer is None:
+        return lambda state, done: checkpoint.fault("segment")
+    checkpointer.start_chunk()
+    record = _record(runs, chunk)
+
+    def after(state, done):
+        checkpointer.maybe_save(record, state, done)
+        checkpoint.fault("segment", before=checkpointer.wait)
+
+    return after
+
+
+def read_results(path: Path) -> pd.DataFrame | None:
+    """results.csv, or None if there is none. A last line cut short (a kill during a write) is dropped."""
+    if not path.exists():
+        return None
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    return pd.read_csv(io.StringIO(text)) if text.strip() else None
+
+
+def append_results(path: Path, rows: pd.DataFrame) -> None:
+    """Append rows to results.csv (the header first if new) in one write, flushed to disk."""
+    text = rows.to_csv(header=not path.exists() or path.stat().st_size == 0, index=False)
+    with open(path, "a") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def missing_runs(runs: pd.DataFrame, done: pd.DataFrame | None) -> pd.DataFrame:
+    """The runs of ``runs`` not in ``done`` (matched on KEY_COLUMNS)."""
+    if done is None or done.empty:
+        return runs
+    merged = runs.merge(done[KEY_COLUMNS].drop_duplicates(), on=KEY_COLUMNS, how="left", indicator=True)
+    return runs[(merged["_merge"] == "left_only").to_numpy()]
 
 
 def global_minimum(results: pd.DataFrame) -> pd.DataFrame:

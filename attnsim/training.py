@@ -200,18 +200,21 @@ def init_state(static: Static, sd: SeedData, hp: HParams) -> TrainState:
     return TrainState(Q0, optimizer(static, hp).init(Q0), jnp.int32(0))
 
 
-def train_steps(static: Static, sd: SeedData, hp: HParams, state: TrainState, num_steps: int) -> TrainState:
-    """``num_steps`` optimizer steps under lax.scan. Training in segments gives the same bits as in one go."""
+def train_steps(static: Static, sd: SeedData, hp: HParams, state: TrainState, num_steps) -> TrainState:
+    """``num_steps`` optimizer steps (an int or a traced scalar). The loop's trip count is a run-time
+    value, so one compiled body serves every segment length: training in segments of any lengths gives
+    the same bits as in one go (what makes checkpointing invisible in the results)."""
     pr = _train_problem(static, sd, hp)
     loss = lambda Q: data_loss(Q, pr, sd.p, hp.sigma, sd.G_pp)
     opt = optimizer(static, hp)
 
-    def step(carry, _):
+    def step(_, carry):
         Q, opt_state = carry
         updates, opt_state = opt.update(jax.grad(loss)(Q), opt_state, Q)
-        return (optax.apply_updates(Q, updates), opt_state), None
+        return optax.apply_updates(Q, updates), opt_state
 
-    (Q, opt_state), _ = jax.lax.scan(step, (state.Q, state.opt_state), length=num_steps)
+    num_steps = jnp.asarray(num_steps, jnp.int32)
+    Q, opt_state = jax.lax.fori_loop(0, num_steps, step, (state.Q, state.opt_state))
     return TrainState(Q, opt_state, state.step + num_steps)
 
 

@@ -1,5 +1,10 @@
+import os
+
 import jax
 import pytest
+
+# In-process `attnsim` commands keep no compiled programs on disk (the user's cache stays untouched).
+os.environ.setdefault("ATTNSIM_COMPILATION_CACHE", "0")
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

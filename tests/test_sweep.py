@@ -35,6 +35,18 @@ def test_chunks_cover_runs_once_and_bound_padding():
     assert sweep.padding_waste(runs, chunks) <= 0.25
 
 
+@pytest.mark.parametrize("max_batch", [3, 8, 64])
+def test_plan_of_the_rest_is_the_rest_of_the_plan(max_batch):
+    """A sweep resumed after its first k chunks finished plans the remaining runs into the same chunks
+    (what makes a resumed sweep bit-identical: a run's bits depend on its chunk's composition)."""
+    runs = sweep.expand_grid(_cfg(alphas=tuple(np.linspace(0.1, 2.0, 9)), seeds=3))
+    chunks = sweep.plan_chunks(runs, max_batch)
+    assert len(chunks) > 2
+    for k in range(1, len(chunks)):
+        done = [i for c in chunks[:k] for i in c.rows]
+        assert set(sweep.plan_chunks(runs.drop(done), max_batch)) == set(chunks[k:])
+
+
 def _results(cfg, max_batch):
     runs = sweep.expand_grid(cfg)
     out = pd.concat(list(sweep.iterate(cfg, runs, max_batch=max_batch)))

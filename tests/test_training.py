@@ -201,22 +201,19 @@ def test_adam_runs_and_learns():
 
 
 def test_segmented_training():
-    """Training in segments of one compiled program is reproducible bit for bit (what a resumed run
-    relies on) and equals one long scan up to float32 rounding (XLA compiles loops of different trip
-    counts differently, e.g. unrolled, so the two differ in the last bit)."""
+    """Training in segments of any lengths gives the bits of one uninterrupted call when the step count
+    is a run-time argument (what checkpointing relies on), and equals the single-run program (steps
+    fixed at compile time) up to float32 rounding."""
     st = training.Static(d=24, n_max=48, steps=60, n_test=100)
     hp = training.hparams(n=40, init="random")
     sd = training.make_seed_data(st)(data.seed_key(0, 0))
-    train = jax.jit(training.train_steps, static_argnums=(0, 4))
+    train = jax.jit(training.train_steps, static_argnums=0)
     s0 = training.init_state(st, sd, hp)
     a = train(st, sd, hp, s0, 60)
     b = s0
-    for _ in range(3):
-        b = train(st, sd, hp, b, 20)
-    c = train(st, sd, hp, train(st, sd, hp, s0, 20), 20)  # "killed" after 40 steps and resumed
-    c = train(st, sd, hp, c, 20)
+    for k in (7, 20, 33):  # "killed" and resumed twice, at uneven places
+        b = train(st, sd, hp, b, k)
     assert int(b.step) == 60
-    assert np.array_equal(np.asarray(b.Q), np.asarray(c.Q))
-    np.testing.assert_allclose(np.asarray(a.Q), np.asarray(b.Q), rtol=1e-5, atol=1e-7)
+    assert np.array_equal(np.asarray(a.Q), np.asarray(b.Q))
     Q_run = jax.jit(training.make_run(st))(data.seed_key(0, 0), hp)[0]
     np.testing.assert_allclose(np.asarray(a.Q), np.asarray(Q_run), rtol=1e-5, atol=1e-7)

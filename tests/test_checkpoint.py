@@ -1,0 +1,92 @@
+"""A sweep killed at any moment (SIGKILL, in a subprocess) and re-run ends with the results.csv of an
+uninterrupted run, bit for bit; damaged checkpoints are skipped; a 4-device checkpoint resumes on 1 device.
+
+The kills come from the ATTNSIM_FAULT hook of attnsim.checkpoint, so that they land at a chosen moment."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from attnsim import cli, sweep
+
+# 12 runs in 3 chunks of one shape (a seed's 2 alphas x 2 inits each), 60 steps in 6 segments, a save
+# after every segment.
+TINY = ["--config.d=16", "--config.alphas=(1.5,2.0)", "--config.seeds=3", "--config.steps=60",
+        "--config.n_test=200", "--config.max_batch=4", "--config.checkpoint_every=10",
+        "--config.checkpoint_seconds=0"]
+
+
+def _killed(workdir: Path, fault: str, devices: int = 1) -> None:
+    """Run the sweep in a subprocess that the fault hook kills (the subprocesses share a compilation cache)."""
+    env = dict(os.environ, ATTNSIM_FAULT=fault, ATTNSIM_COMPILATION_CACHE=str(workdir.parent / "jax_cache"),
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    out = subprocess.run([sys.executable, "-m", "attnsim.cli", "run", "--config", "configs/demo.py",
+                          "--workdir", str(workdir), *TINY], env=env, capture_output=True, text=True,
+                         cwd=Path(__file__).parents[1], timeout=600)
+    assert out.returncode == -signal.SIGKILL, out.stderr
+
+
+def _run(workdir: Path, capsys) -> str:
+    """Run (or resume) the sweep in this process (one device); what it printed."""
+    capsys.readouterr()
+    assert cli.main(["run", "--config", "configs/demo.py", "--workdir", str(workdir), *TINY]) == 0
+    out = capsys.readouterr()
+    return out.err + out.out
+
+
+def _lines(workdir: Path) -> list[str]:
+    """results.csv as its header and its sorted rows: equal lists mean the same rows with the same bits."""
+    head, *rows = (workdir / "results.csv").read_text().splitlines()
+    return [head] + sorted(rows)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("ckpt") / "reference"
+    assert cli.main(["run", "--config", "configs/demo.py", "--workdir", str(workdir), *TINY]) == 0
+    assert not (workdir / "checkpoints").exists()  # removed once every run is in results.csv
+    return workdir
+
+
+@pytest.mark.parametrize("fault, resumes_at", [
+    ("segment:9", "at step 30 of 60"),  # mid-chunk: after the second chunk's third segment
+    ("save:3", "at step 20 of 60"),  # while the first chunk's third save is written: the second is the last whole one
+    ("chunk:1", None),  # between chunks: the first chunk's rows are written, nothing is in training
+])
+def test_killed_sweep_resumes_bit_identical(reference, tmp_path, capsys, fault, resumes_at):
+    _killed(tmp_path, fault)
+    log = _run(tmp_path, capsys)
+    assert _lines(tmp_path) == _lines(reference)
+    if resumes_at:
+        assert "resuming a chunk of 4 runs from its checkpoint " + resumes_at in log
+    else:
+        assert "resuming" not in log and "8 runs to do (4 already done)" in log
+    assert "already in" in _run(tmp_path, capsys)  # a finished sweep: nothing to do
+
+
+def test_damaged_checkpoint_falls_back_to_the_previous(reference, tmp_path, capsys):
+    _killed(tmp_path, "segment:4")
+    newest = max((p for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    for f in (newest / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"")  # as if the files had been cut short
+    log = _run(tmp_path, capsys)
+    assert f"warning: checkpoint {newest} is damaged" in log
+    assert "from its checkpoint at step 30 of 60" in log
+    assert _lines(tmp_path) == _lines(reference)
+
+
+def test_four_device_checkpoint_resumes_on_one_device(reference, tmp_path, capsys):
+    _killed(tmp_path, "segment:3", devices=4)
+    assert "from its checkpoint at step 30 of 60" in _run(tmp_path, capsys)
+    got, want = (pd.read_csv(p / "results.csv").sort_values(sweep.KEY_COLUMNS, ignore_index=True)
+                 for p in (tmp_path, reference))
+    pd.testing.assert_frame_equal(got[sweep.RUN_COLUMNS], want[sweep.RUN_COLUMNS])
+    for col in ("train_loss", "test_error", "m", "theta", "q"):  # equal up to float32 reduction order
+        np.testing.assert_allclose(got[col], want[col], rtol=1e-5, atol=1e-7, err_msg=col)

@@ -90,15 +90,14 @@ FULL_EVERY_WARM = 50  # the same along a continuation (h* warm from the previous
 # always end with a full search)
 MAX_ITER_COLD = 400
 MAX_ITER_WARM = 150
-NEWTON_FULL = 10  # Newton iterations of a full search
-NEWTON_SCREEN = 4  # of which from every start (then only from the N_POLISH best)
-N_POLISH = 2
+NEWTON_FULL = 8  # Newton iterations of a full search
+NEWTON_SCREEN = 4  # of which from every start (then only from the best)
 NEWTON_WARM = 4  # Newton iterations from a warm start
 ANDERSON_M = 5  # Anderson history
 ANDERSON_BETA = 0.6  # Anderson mixing
 PLAIN_MIX = 0.2  # the authors' damping, used for the first N_PLAIN_COLD iterations of a cold start
 N_PLAIN_COLD = 40
-_STEPS = (1.0, 0.3, 0.05, 0.0)  # parallel line search
+_STEPS = (1.0, 0.3, 0.05, 0.0)  # parallel line search (0: stay)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -286,16 +285,20 @@ def _newton_step(h1, h2, nd: Node, V, sigma2):
     norm = jnp.sqrt(dx * dx + dy * dy)
     cap = jnp.minimum(1.0, 1.0 / jnp.maximum(norm, 1e-300))  # trust radius 1 (fields are O(1))
     dx, dy = dx * cap, dy * cap
-    best1, best2 = h1, h2
-    bestM = ((h1 - nd.w1) ** 2 + (h2 - nd.w2) ** 2) / V + 2 * sigma2 * (e1 * e1 + e2 * e2)  # = M(h)
-    for tau in _STEPS[:-1]:  # parallel line search, unrolled (fuses into elementwise code)
-        c1_, c2_ = h1 + tau * dx, h2 + tau * dy
-        M_ = _M(c1_, c2_, nd, V, sigma2)
-        better = M_ < bestM
-        if tau == 1.0:  # near a minimum M is flat below round-off: take the pure Newton step there
-            better |= (shift == 0) & (norm < 1e-5)
-        best1, best2, bestM = jnp.where(better, c1_, best1), jnp.where(better, c2_, best2), jnp.minimum(M_, bestM)
-    return best1, best2
+    M0 = ((h1 - nd.w1) ** 2 + (h2 - nd.w2) ** 2) / V + 2 * sigma2 * (e1 * e1 + e2 * e2)  # = M(h)
+    # Parallel line search: the candidate steps along a leading axis (one copy of M in the compiled code).
+    tau_C = jnp.asarray(_STEPS[:-1]).reshape((-1,) + (1,) * jnp.ndim(dx))
+    c1_C = jnp.concatenate([h1[None] + tau_C * dx[None], h1[None]])  # the last step (0) is h itself
+    c2_C = jnp.concatenate([h2[None] + tau_C * dy[None], h2[None]])
+    M_C = jnp.concatenate([_M(c1_C[:-1], c2_C[:-1], Node(*(a[None] for a in nd)), V, sigma2), M0[None]])
+    # near a minimum M is flat below round-off: take the pure Newton step there
+    M_C = M_C.at[0].set(jnp.where((shift == 0) & (norm < 1e-5), -jnp.inf, M_C[0]))
+    M_C = jnp.where(jnp.isnan(M_C), jnp.inf, M_C)
+    iota = jnp.arange(len(_STEPS)).reshape((-1,) + (1,) * jnp.ndim(dx))
+    lowest = M_C == jnp.min(M_C, axis=0, keepdims=True)
+    first = jnp.min(jnp.where(lowest, iota, len(_STEPS)), axis=0, keepdims=True)  # first lowest candidate
+    sel = iota == first
+    return jnp.sum(jnp.where(sel, c1_C, 0.0), axis=0), jnp.sum(jnp.where(sel, c2_C, 0.0), axis=0)
 
 
 def _newton(h1, h2, nd: Node, V, sigma2, n_iter: int):
@@ -329,17 +332,16 @@ def inner_full(nd: Node, V, sigma2, h_2xN):
     and +-h0: checked against an exhaustive search (41 x 41 grid over the disc |h - w|^2 <= V loss(w)
     that contains h*, Newton from its 8 lowest local minima, 40 steps) at 71 converged points (omega 0 ..
     0.45, alpha 0.1 .. 2, both branches, K = 10): the same minimum at every node (M within 1e-16).
-    Newton runs NEWTON_SCREEN steps from every start, then the N_POLISH lowest get the remaining steps.
+    Newton runs NEWTON_SCREEN steps from every start, then the lowest gets the remaining steps (fewer
+    screening steps, 3, miss the global basin at ~1e-3 of the nodes in the same check).
     """
     h01, h02 = _zero_loss_point(nd)
     h1_SN = jnp.stack([nd.w1, h01, -h01, h_2xN[0]])
     h2_SN = jnp.stack([nd.w2, h02, -h02, h_2xN[1]])
     ndS = Node(*(a[None, :] for a in nd))
     h1_SN, h2_SN = _newton(h1_SN, h2_SN, ndS, V, sigma2, NEWTON_SCREEN)
-    h1_SN, h2_SN = _pick_lowest(h1_SN, h2_SN, ndS, V, sigma2, N_POLISH)
-    h1_SN, h2_SN = _newton(h1_SN, h2_SN, ndS, V, sigma2, NEWTON_FULL - NEWTON_SCREEN)
     h1_SN, h2_SN = _pick_lowest(h1_SN, h2_SN, ndS, V, sigma2, 1)
-    return h1_SN[0], h2_SN[0]
+    return _newton(h1_SN[0], h2_SN[0], nd, V, sigma2, NEWTON_FULL - NEWTON_SCREEN)
 
 
 def _pick_lowest(h1_SN, h2_SN, ndS: Node, V, sigma2, n_keep: int):
@@ -559,13 +561,12 @@ def solve_batch(pb_P: Problem, x0_Px4, h0_Px2xN, free_Px4, quad: Quad, max_iter,
         z = jax.vmap(_to_z)(s.x_Px4, rho_P)
         g = jax.vmap(_to_z)(xn, rho_P) - z
         g = jnp.where(jnp.isfinite(g), g, 0.0)
-        and_new, z_new = jax.vmap(_anderson_step)(s.and_st, z, g)
-        # A basin switch in a full search makes the map jump: restart Anderson's history then.
-        restart = full & (res > 10 * s.res_P) & (s.it > 0)
-        and_new = jax.tree.map(
-            lambda a, b: jnp.where(restart.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
-            jax.vmap(_anderson_init)(z), and_new,
-        )
+        # A basin switch in a full search makes the map jump by a constant: the secant pair across the jump
+        # is dropped, the history (the map's Jacobian) is kept.
+        switch = full & (res > 10 * s.res_P) & (s.it > 0)
+        and_in = jax.tree.map(lambda a, b: jnp.where(switch.reshape((-1,) + (1,) * (a.ndim - 1)), a, b),
+                              jax.vmap(_anderson_new_map)(s.and_st), s.and_st)
+        and_new, z_new = jax.vmap(_anderson_step)(and_in, z, g)
         x_next = jax.vmap(_from_z)(z_new, rho_P)
         x_next = jnp.where(s.it < n_plain, PLAIN_MIX * xn + (1 - PLAIN_MIX) * s.x_Px4, x_next)
         x_next = jnp.where(free_Px4 > 0, x_next, s.x_Px4)
@@ -599,37 +600,49 @@ def solve_batch(pb_P: Problem, x0_Px4, h0_Px2xN, free_Px4, quad: Quad, max_iter,
 
 
 def _continuation_init(x0_Px4, rho_P, n_nodes: int):
-    """Carry of the continuation before its first alpha: (x, h, z_prev, alpha, alpha_prev, n_ok, anderson)."""
+    """Carry of the continuation before its first alpha: (x, h, z_H, alpha_H, n_ok, anderson), with the
+    last three converged solutions (Anderson coordinates z) and their alphas, newest first."""
     P = x0_Px4.shape[0]
     z = jax.vmap(_to_z)(x0_Px4, rho_P)
-    return (x0_Px4, jnp.zeros((P, 2, n_nodes)), z, jnp.zeros(P), jnp.zeros(P), jnp.zeros(P, jnp.int32),
-            jax.vmap(_anderson_init)(z))
+    return (x0_Px4, jnp.zeros((P, 2, n_nodes)), jnp.repeat(z[:, None], 3, axis=1), jnp.zeros((P, 3)),
+            jnp.zeros(P, jnp.int32), jax.vmap(_anderson_init)(z))
+
+
+def _predict(z_H, al_H, n_ok, alpha):
+    """Polynomial extrapolation of the last min(n_ok, 3) solutions z_H (3, 4) at al_H (3,) to alpha: the
+    start is O(d alpha^3) off with three. At most two steps ahead (else constant)."""
+    a0, a1, a2 = al_H[0], al_H[1], al_H[2]
+    safe = lambda d: jnp.where(d == 0, 1.0, d)
+    r = (alpha - a0) / safe(a0 - a1)
+    linear = z_H[0] + r * (z_H[0] - z_H[1])
+    L = jnp.stack([(alpha - a1) * (alpha - a2) / safe((a0 - a1) * (a0 - a2)),
+                   (alpha - a0) * (alpha - a2) / safe((a1 - a0) * (a1 - a2)),
+                   (alpha - a0) * (alpha - a1) / safe((a2 - a0) * (a2 - a1))])
+    quadratic = L @ z_H
+    z = jnp.where(n_ok >= 3, quadratic, jnp.where(n_ok >= 2, linear, z_H[0]))
+    return jnp.where((jnp.abs(r) <= 2.0) & jnp.all(jnp.isfinite(z)), z, z_H[0])
 
 
 def _continuation_step(carry, a, alpha_P, pb_P: Problem, free_Px4, quad: Quad, cold_first):
     """One alpha of the continuation of P problems. Step a = 0 starts from the carried x (a cold start
     with N_PLAIN_COLD damped iterations when ``cold_first``); each later step starts from the last
-    converged solution of its problem (h* and the Anderson history too), moved by a secant predictor
-    once two are known.
+    converged solution of its problem (h* and the Anderson history too), moved by a polynomial
+    predictor through the last converged ones (``_predict``).
     Returns (carry, out) with out a dict of (P, ...) arrays."""
     rho_P = pb_P.sigma**2
-    to_z, from_z = jax.vmap(_to_z), jax.vmap(_from_z)
-    x_c, h_c, z_prev, al_c, al_prev, n_ok, and_c = carry
+    x_c, h_c, z_H, al_H, n_ok, and_c = carry
     first = (a == 0) & cold_first
-    # Secant predictor (in the Anderson coordinates z, which keep q, V > 0 and theta^2 < q rho) once a
-    # problem has two consecutive converged solutions: the start is then O(d alpha^2) off.
-    z_c = to_z(x_c, rho_P)
-    r = ((alpha_P - al_c) / jnp.where(al_c == al_prev, 1.0, al_c - al_prev))[:, None]
-    z_pred = z_c + jnp.clip(r, -2.0, 2.0) * (z_c - z_prev)
-    use = (n_ok >= 2)[:, None] & jnp.all(jnp.isfinite(z_pred), axis=1, keepdims=True)
-    x_start = jnp.where(use & (free_Px4 > 0), from_z(jnp.where(use, z_pred, z_c), rho_P), x_c)
+    # (in the Anderson coordinates z, which keep q, V > 0 and theta^2 < q rho)
+    z_pred = jax.vmap(_predict)(z_H, al_H, n_ok, alpha_P)
+    x_start = jnp.where(free_Px4 > 0, jax.vmap(_from_z)(z_pred, rho_P), x_c)
     out = solve_batch(pb_P._replace(alpha=alpha_P), x_start, h_c, free_Px4, quad,
                       jnp.where(first, MAX_ITER_COLD, MAX_ITER_WARM), jnp.where(first, N_PLAIN_COLD, 0),
                       warm_h=a > 0, and0=jax.vmap(_anderson_new_map)(and_c))
     ok = out["converged"]
     keep_ok = lambda new, old: jnp.where(ok.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
-    carry = (jnp.where(ok[:, None], out["x"], x_c), jnp.where(ok[:, None, None], out["h"], h_c),
-             jnp.where(ok[:, None], z_c, z_prev), jnp.where(ok, alpha_P, al_c), jnp.where(ok, al_c, al_prev),
+    z_new = jnp.concatenate([jax.vmap(_to_z)(out["x"], rho_P)[:, None], z_H[:, :2]], axis=1)
+    al_new = jnp.concatenate([alpha_P[:, None], al_H[:, :2]], axis=1)
+    carry = (keep_ok(out["x"], x_c), keep_ok(out["h"], h_c), keep_ok(z_new, z_H), keep_ok(al_new, al_H),
              jnp.where(ok, n_ok + 1, 0), jax.tree.map(keep_ok, out["anderson"], and_c))
     return carry, {k: v for k, v in out.items() if k not in ("h", "anderson")}
 
@@ -683,7 +696,8 @@ def _run_problems(K: int, A_2x2, omega_P, sigma_P, lam_P, alphas_AxP, x0_Px4, fr
     """Run the compiled continuation once per problem (batch of one; one compiled shape per number of
     alphas). Batching problems under vmap costs every problem the union of all their outer iterations
     and full searches (the batch-wide while_loop and cond): one problem at a time is 2-3x cheaper on a
-    CPU already at 8 problems, more for larger grids. Returns dict of numpy arrays (A, P, ...)."""
+    CPU already at 8 problems. (Problems on two Python threads do not run concurrently on XLA's CPU
+    client: measured no gain.) Returns dict of numpy arrays (A, P, ...)."""
     step = _compiled_step(K)
     n_nodes = _n_nodes(K, _swap_symmetric(A_2x2))
     outs = []

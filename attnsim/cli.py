@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -131,25 +132,25 @@ def _run(args, overrides) -> int:
 
     max_batch = sweep.default_max_batch(cfg, jax.local_device_count())  # checks the memory budget
     workdir = _prepare_workdir(args.workdir)
-    results_path = workdir / "results.csv"
-    fingerprint = {f: cfg[f] for f in FINGERPRINT_FIELDS}
+    results_path, ckpt_dir = workdir / "results.csv", workdir / "checkpoints"
+    fingerprint = json.loads(json.dumps({f: cfg[f] for f in FINGERPRINT_FIELDS}))  # as stored: tuples -> lists
     fp_path = workdir / "config.json"
-    if fp_path.exists() and results_path.exists() and not args.overwrite:
+    if fp_path.exists() and (results_path.exists() or ckpt_dir.exists()) and not args.overwrite:
         old = json.loads(fp_path.read_text()).get("fingerprint", {})
-        new = json.loads(json.dumps(fingerprint))
-        diff = [f for f in FINGERPRINT_FIELDS if old.get(f) != new.get(f)]
+        diff = [f for f in FINGERPRINT_FIELDS if old.get(f) != fingerprint.get(f)]
         if diff:
             f = diff[0]
             raise config_lib.ConfigError(
-                f"--workdir {workdir}: holds results of a different config ({f}={old.get(f)!r}, now {new.get(f)!r}); "
+                f"--workdir {workdir}: holds results of a different config ({f}={old.get(f)!r}, now {fingerprint.get(f)!r}); "
                 "use another workdir or --overwrite")
     if jax.process_index() == 0:
-        if args.overwrite and results_path.exists():
-            results_path.unlink()
+        if args.overwrite:
+            results_path.unlink(missing_ok=True)
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
         tmp = fp_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"fingerprint": fingerprint, "config": cfg.to_dict()}, indent=1, default=str))
         tmp.replace(fp_path)
-    return _sweep(cfg, workdir, results_path, max_batch)
+    return _sweep(cfg, workdir, fingerprint, max_batch)
 
 
 def _init_distributed(args) -> None:
@@ -171,39 +172,50 @@ def _init_distributed(args) -> None:
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
 
 
-def _sweep(cfg, workdir: Path, results_path: Path, max_batch: int) -> int:
-    import pandas as pd
+def _sweep(cfg, workdir: Path, fingerprint: dict, max_batch: int) -> int:
     from tqdm import tqdm
 
-    from attnsim import plots, sweep
+    from attnsim import checkpoint, plots, sweep
 
+    results_path = workdir / "results.csv"
     runs = sweep.expand_grid(cfg)
-    done = pd.read_csv(results_path) if results_path.exists() else None
-    todo = runs
-    if done is not None and len(done):
-        merged = runs.merge(done[sweep.KEY_COLUMNS].drop_duplicates(), on=sweep.KEY_COLUMNS, how="left", indicator=True)
-        todo = runs[(merged["_merge"] == "left_only").to_numpy()]
+    todo = sweep.missing_runs(runs, sweep.read_results(results_path))
+    import jax
+
+    lead = jax.process_index() == 0
     if todo.empty:
         print(f"attnsim: all {len(runs)} runs already in {results_path}; nothing to do")
     else:
-        import jax
-
-        chunks = sweep.plan_chunks(todo, max_batch)
-        lead = jax.process_index() == 0
+        # Checkpoints are per process: with several processes only finished chunks are kept (results.csv).
+        ckpt = (checkpoint.Checkpointer(workdir / "checkpoints", fingerprint, cfg.checkpoint_seconds)
+                if jax.process_count() == 1 else None)
+        engine = sweep.Engine(cfg)
+        resumed = ckpt.restore(todo, sweep.KEY_COLUMNS, engine.state_template) if ckpt else None
+        chunks = sweep.plan(todo, max_batch, resumed)
         if lead:
             print(f"attnsim: {len(todo)} runs to do ({len(runs) - len(todo)} already done) in {len(chunks)} chunks "
                   f"on {jax.device_count()} {jax.default_backend()} device(s) in {jax.process_count()} process(es), "
                   f"padding waste {sweep.padding_waste(todo, chunks):.0%}", file=sys.stderr)
+            if resumed:
+                print(f"attnsim: resuming a chunk of {len(chunks[0].rows)} runs from its checkpoint at step "
+                      f"{resumed.steps_done} of {cfg.steps}", file=sys.stderr)
         start = time.time()
-        with tqdm(total=len(todo), unit="run", disable=None if lead else True, file=sys.stderr) as bar:
-            for rows in sweep.iterate(cfg, todo, chunks=chunks):
-                if lead:
-                    rows.to_csv(results_path, mode="a", header=not results_path.exists(), index=False)
-                bar.update(len(rows))
-        if not lead:
-            return 0
-        print(f"attnsim: {len(todo)} runs in {time.time() - start:.1f} s -> {results_path}", file=sys.stderr)
-    results = pd.read_csv(results_path)
+        try:
+            with tqdm(total=len(todo), unit="run", disable=None if lead else True, file=sys.stderr) as bar:
+                for rows in sweep.iterate(cfg, todo, chunks=chunks, engine=engine, resumed=resumed, checkpointer=ckpt):
+                    if lead:
+                        sweep.append_results(results_path, rows)
+                        checkpoint.fault("chunk")
+                    bar.update(len(rows))
+        finally:
+            if ckpt:
+                ckpt.close()  # waits for a save in flight
+        if lead:
+            print(f"attnsim: {len(todo)} runs in {time.time() - start:.1f} s -> {results_path}", file=sys.stderr)
+    if not lead:
+        return 0
+    shutil.rmtree(workdir / "checkpoints", ignore_errors=True)  # every run is in results.csv
+    results = sweep.read_results(results_path)
     figs = plots.plot_test_error(results, workdir / "test_error.png")
     n_div = int(results.diverged.sum())
     if n_div:

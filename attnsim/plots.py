@@ -165,7 +165,7 @@ def plot_phase_diagram(results: pd.DataFrame, path: Path, phase: pd.DataFrame | 
 @_styled
 def plot_scaling(table: pd.DataFrame, path: Path) -> list[Path]:
     """Finite-size convergence, per (omega, sigma, lam, alpha): left, |simulation mean / theory - 1| of the
-    test error vs d (log axes; error bars: standard error over seeds), with a d^{-1/2} guide; right, the mean
+    test error vs d (log axes; error bars: standard error over seeds), with d^{-1/2} and d^{-1} guides; right, the mean
     test error vs d with the theory. ``table``: report.summary with a theory and several d."""
     t = table[np.isfinite(table.theory_test_error)]
     curves = list(t.groupby(report.POINT))
@@ -183,7 +183,8 @@ def plot_scaling(table: pd.DataFrame, path: Path) -> list[Path]:
             ax_te.axhline(w.theory_test_error.iloc[0], color=color, lw=0.8, ls="--")
         d = np.sort(c.d.unique()).astype(float)
         anchor = c[c.who == "global"].sort_values("d").rel_diff.abs().iloc[0] if (c.who == "global").any() else 1.0
-        ax_dev.plot(d, anchor * np.sqrt(d[0] / d), color="gray", ls=":", lw=1.0, label=r"$\propto d^{-1/2}$")
+        for power, style, label in ((0.5, ":", r"$\propto d^{-1/2}$"), (1.0, "--", r"$\propto d^{-1}$")):
+            ax_dev.plot(d, anchor * (d[0] / d) ** power, color="gray", ls=style, lw=1.0, label=label)
         ax_dev.set(xscale="log", yscale="log", xlabel="dimension $d$",
                    ylabel=r"$|\varepsilon_g^{\rm sim}/\varepsilon_g^{\rm theory} - 1|$")
         ax_te.set(xscale="log", xlabel="dimension $d$", ylabel=TEST_ERROR + " (dashed: theory)")

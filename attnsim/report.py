@@ -196,8 +196,8 @@ def _select(df: pd.DataFrame | None, **values) -> pd.DataFrame:
     return df[mask]
 
 
-def _fmt_alpha(v: float) -> str:
-    return "not in the simulated range" if not np.isfinite(v) else f"{v:.3g}"
+def _fmt_alpha(v: float, digits: int = 3) -> str:
+    return "none in the simulated range" if not np.isfinite(v) else f"{v:.{digits}g}"
 
 
 def write_summary(table: pd.DataFrame, path: Path, phase: pd.DataFrame | None = None,
@@ -210,7 +210,7 @@ def write_summary(table: pd.DataFrame, path: Path, phase: pd.DataFrame | None = 
         lines += [f"## ω = {omega:g}, σ = {sigma:g}, λ = {lam:g}, d = {d}", ""]
         p = _select(phase, omega=omega, sigma=sigma, lam=lam)
         if len(p):
-            lines += [f"Theory: α_c = {p.alpha_c.iloc[0]:.4g}, α_l = {p.alpha_l.iloc[0]:.4g}", ""]
+            lines += [f"Theory: α_c = {_fmt_alpha(p.alpha_c.iloc[0], 4)}, α_l = {_fmt_alpha(p.alpha_l.iloc[0], 4)}", ""]
         e = _select(empirical, omega=omega, sigma=sigma, lam=lam, d=d)
         if len(e):
             lines += [f"Simulations: α_c ≈ {_fmt_alpha(e.alpha_c.iloc[0])} (global minimum switches to the semantic "

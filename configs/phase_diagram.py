@@ -1,6 +1,6 @@
 """The paper's phase diagram (Fig. 3): omega from 0.02 to 0.7 x 25 alphas in [0.01, 2], random and semantic inits, d = 1000.
 
-Argument `small` (configs/phase_diagram.py:small): d = 200, 6 omegas x 6 alphas, 1 seed, theory at quad_order 6.
+Argument `small` (configs/phase_diagram.py:small): d = 200, 6 omegas x 6 alphas, 2 seeds, theory at quad_order 6.
 """
 
 import ml_collections
@@ -20,7 +20,7 @@ def get_config(arg=None):
         c.d = 200
         c.omegas = (0.02, 0.15, 0.3, 0.45, 0.6, 0.7)
         c.alphas = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
-        c.seeds = 1
+        c.seeds = 2
         c.n_test = 4000
         c.quad_order = 6
     elif arg:

@@ -1,6 +1,6 @@
 """Noise and regularisation (paper's appendix): sigma in {0.3, 0.5, 0.7, 1.0} x lambda in {0.001, 0.01, 0.1} at omega = 0.3, d = 1000.
 
-Argument `small` (configs/sigma_lambda.py:small): d = 200, 4 alphas, 1 seed, theory at quad_order 6.
+Argument `small` (configs/sigma_lambda.py:small): d = 200, 4 alphas, 2 seeds, theory at quad_order 6.
 """
 
 import ml_collections
@@ -21,7 +21,7 @@ def get_config(arg=None):
         c.name = "sigma_lambda-small"
         c.d = 200
         c.alphas = (0.5, 1.0, 1.5, 2.0)
-        c.seeds = 1
+        c.seeds = 2
         c.n_test = 4000
         c.quad_order = 6
     elif arg:

@@ -608,6 +608,9 @@ def _continuation_init(x0_Px4, rho_P, n_nodes: int):
             jnp.zeros(P, jnp.int32), jax.vmap(_anderson_init)(z))
 
 
+_continuation_init_jit = jax.jit(_continuation_init, static_argnums=2)  # eager: ~20 ms a call
+
+
 def _predict(z_H, al_H, n_ok, alpha):
     """Polynomial extrapolation of the last min(n_ok, 3) solutions z_H (3, 4) at al_H (3,) to alpha: the
     start is O(d alpha^3) off with three. At most two steps ahead (else constant)."""
@@ -708,7 +711,7 @@ def _run_problems(K: int, A_2x2, omega_P, sigma_P, lam_P, alphas_AxP, x0_Px4, fr
             free = jnp.asarray(free_Px4[i:i + 1], jnp.float64)
             quad = Quad(*(jnp.asarray(a, jnp.float64) for a in _problem_quad(K, A_2x2, free_Px4[i])))
             cold_ = jnp.asarray(cold)
-            carry = _continuation_init(jnp.asarray(x0_Px4[i:i + 1], jnp.float64), pb.sigma**2, n_nodes)
+            carry = _continuation_init_jit(jnp.asarray(x0_Px4[i:i + 1], jnp.float64), pb.sigma**2, n_nodes)
             per_alpha = []
             for a in range(alphas_AxP.shape[0]):
                 carry, out = step(carry, jnp.asarray(a), jnp.asarray(alphas_AxP[a, i:i + 1], jnp.float64), pb,
@@ -822,6 +825,22 @@ def _illinois(f_lo, f_hi, lo, hi, evaluate, n_iter: int):
     return hi - f_hi * (hi - lo) / (f_hi - f_lo)
 
 
+def _cubic_at(alpha_A, f_OxA, i_R, alpha_R):
+    """f_OxA[i_R] at alpha_R (R,) by cubic Lagrange interpolation through the 4 grid points around each
+    alpha (linear between the two neighbours where the stencil has a NaN; NaN where those do)."""
+    alpha_R = np.asarray(alpha_R, np.float64)
+    j = np.clip(np.searchsorted(alpha_A, alpha_R) - 2, 0, len(alpha_A) - 4)
+    idx = j[:, None] + np.arange(4)
+    x_R4, y_R4 = alpha_A[idx], f_OxA[np.asarray(i_R)[:, None], idx]
+    L_R4 = np.stack([np.prod([(alpha_R - x_R4[:, m]) / (x_R4[:, k] - x_R4[:, m]) for m in range(4) if m != k], axis=0)
+                     for k in range(4)], axis=1)
+    cubic = np.sum(L_R4 * y_R4, axis=1)
+    k = np.clip(np.searchsorted(alpha_A, alpha_R) - 1, 0, len(alpha_A) - 2)
+    t = (alpha_R - alpha_A[k]) / (alpha_A[k + 1] - alpha_A[k])
+    linear = (1 - t) * f_OxA[i_R, k] + t * f_OxA[i_R, k + 1]
+    return np.where(np.all(np.isfinite(y_R4), axis=1), cubic, linear)
+
+
 def _last_crossing(alpha_A, g_A):
     """Index i of the last sign change + -> - of g between alpha_A[i] and alpha_A[i+1] (finite), or -1:
     beyond it g stays <= 0 on the grid. (The first crossing can be a spurious one at tiny alpha, where the
@@ -841,12 +860,17 @@ def _persistent_edge(exists_A) -> int:
 
 
 def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT_QUAD_ORDER,
-                   alpha_max=2.0, n_grid=40, n_refine=5) -> pd.DataFrame:
+                   alpha_max=2.0, n_grid=40, n_refine=5, interpolate=True) -> pd.DataFrame:
     """alpha_c(omega), alpha_l(omega) and the spinodals of the two non-trivial branches.
 
     Both branches are solved on the grid alpha = alpha_max * (1..n_grid)/n_grid (continuation, all omegas
-    batched); crossings are bracketed there and refined by ``n_refine`` batched Illinois steps (each step
-    solves the needed (omega, alpha) points, warm-started from the bracket's grid solution).
+    batched); crossings are bracketed there and refined by Illinois steps on the branch differences,
+    evaluated either on the cubic interpolant of the grid values (``interpolate``, no further solves;
+    30 steps) or by solving the needed (omega, alpha) points, warm-started from the bracket's grid
+    solution (``n_refine`` batched steps). At n_grid = 40, K = 10, omega = 0, 0.1, .., 0.4 the two agree
+    within 2e-4 on alpha_c and on alpha_l except at omega = 0 (0.728 vs 0.741), where the semantic
+    test_error jumps by 1e-4 between alpha = 0.74 and 0.75 (a basin switch on the K = 10 rule), right at
+    the root (scripts/bench_theory.py --compare-refinement).
 
     - alpha_c: train_loss_semantic - train_loss_positional changes sign (+ -> -, last crossing).
     - alpha_l: the global minimum's test_error falls below the linear baseline's (last crossing; equal
@@ -885,6 +909,17 @@ def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT
             out[b] = _solve_points(om[i_om], alpha_R, [b] * len(i_om), x0, sigma, lam, A_2x2, K)
         return out
 
+    def interpolated(i_om, alpha_R, branches):
+        """Like solve_both, from the cubic interpolant of the grid values."""
+        out = {}
+        for b in branches:
+            te, tl = (_cubic_at(alpha_A, table(b, c), i_om, alpha_R) for c in ("test_error", "train_loss"))
+            out[b] = pd.DataFrame(dict(converged=np.isfinite(te) & np.isfinite(tl), test_error=te, train_loss=tl))
+        return out
+
+    def frames_at(i_om, alpha_R, i_warm, branches=("semantic", "positional")):
+        return interpolated(i_om, alpha_R, branches) if interpolate else solve_both(i_om, alpha_R, i_warm, branches)
+
     def value(frames, kind, i_om):
         te = lambda f: np.where(f.converged, f.test_error, np.nan)
         tl = lambda f: np.where(f.converged, f.train_loss, np.nan)
@@ -896,8 +931,8 @@ def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT
         if len(i_om) == 0:
             return np.array([])
         need = ("semantic", "positional") if kind == "c" else (kind[2:],)  # l_<branch>: one branch
-        ev = lambda a: value(solve_both(i_om, a, i_lo + 1, need), kind, i_om)
-        return _illinois(f_lo, f_hi, lo, hi, ev, n_refine)
+        ev = lambda a: value(frames_at(i_om, a, i_lo + 1, need), kind, i_om)
+        return _illinois(f_lo, f_hi, lo, hi, ev, 30 if interpolate else n_refine)
 
     n_om = len(om)
     tl_s, tl_p = table("semantic", "train_loss"), table("positional", "train_loss")
@@ -935,7 +970,7 @@ def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT
     if at_c:
         i_c = np.array([e[0] for e in at_c])
         j_c = np.array([e[1] for e in at_c])
-        fr = solve_both(i_c, alpha_c[i_c], j_c + 1)
+        fr = frames_at(i_c, alpha_c[i_c], j_c + 1)
         for k, (i_o, j) in enumerate(at_c):
             old = "semantic" if glob_s[i_o, j] else "positional"
             new = "positional" if old == "semantic" else "semantic"

@@ -90,12 +90,11 @@ def plot_test_error(results: pd.DataFrame, path: Path, theory: pd.DataFrame | No
         s = _mean_std(df, "lin_test_error")
         ax.plot(s["alpha"], s["mean"], color="gray", marker=".", ls=":", lw=1.0, label=r"linear $Bx$")
         point = {k: key[k] for k in ("omega", "sigma", "lam")}
-        if theory is not None:
-            _theory_lines(ax, report._select(theory, **point), "test_error", global_style=True)
-            lin = report._select(theory, **point)
-            if "lin_test_error" in lin and len(lin):
-                ax.axhline(lin.lin_test_error.iloc[0], color="gray", lw=1.0, label=r"theory, linear $Bx$")
-        _critical_marks(ax, report._select(phase, **point))
+        th = report.select(theory, **point)
+        _theory_lines(ax, th, "test_error", global_style=True)
+        if "lin_test_error" in th and len(th):
+            ax.axhline(th.lin_test_error.iloc[0], color="gray", lw=1.0, label=r"theory, linear $Bx$")
+        _critical_marks(ax, report.select(phase, **point))
         ax.set_title(_title(key))
         ax.set_xlabel(ALPHA)
         ax.set_ylabel(TEST_ERROR)
@@ -111,7 +110,7 @@ def plot_overlaps(results: pd.DataFrame, path: Path, theory: pd.DataFrame | None
     panels = _panels(results)
     fig, axes = plt.subplots(len(panels), 2, figsize=(6.8, 2.4 * len(panels) + 0.5), squeeze=False)
     for row, (key, df) in zip(axes, panels):
-        th = report._select(theory, **{k: key[k] for k in ("omega", "sigma", "lam")})
+        th = report.select(theory, **{k: key[k] for k in ("omega", "sigma", "lam")})
         for ax, col, label in ((row[0], "theta", r"semantic overlap $|\theta|$"),
                                (row[1], "m", r"positional overlap $|m|$")):
             _init_points(ax, df, col)
@@ -145,11 +144,12 @@ def plot_phase_diagram(results: pd.DataFrame, path: Path, phase: pd.DataFrame | 
         bar = fig.colorbar(mesh, ax=ax, pad=0.02)
         bar.set_label(r"$\varepsilon_g^{\rm attention} - \varepsilon_g^{\rm linear}$")
         bar.formatter.set_powerlimits((-2, 2))
-        p = report._select(phase, sigma=sigma, lam=lam).sort_values("omega") if phase is not None else pd.DataFrame()
+        p = report.select(phase, sigma=sigma, lam=lam)
         for col, style, label in (("alpha_c", "-", r"theory $\alpha_c(\omega)$"), ("alpha_l", "--", r"theory $\alpha_l(\omega)$")):
             if len(p):
+                p = p.sort_values("omega")
                 ax.plot(p[col], p.omega, color="black", ls=style, lw=1.4, label=label)
-        e = report._select(empirical, sigma=sigma, lam=lam, d=d)
+        e = report.select(empirical, sigma=sigma, lam=lam, d=d)
         for col, marker, label in (("alpha_c", "o", r"simulation $\alpha_c$"), ("alpha_l", "^", r"simulation $\alpha_l$")):
             if len(e):
                 ax.plot(e[col], e.omega, ls="none", marker=marker, ms=5, mfc="white", mec="black", label=label)

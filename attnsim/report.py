@@ -186,7 +186,7 @@ def compute_phase(results: pd.DataFrame, cfg: dict) -> tuple[pd.DataFrame | None
     return pd.concat(parts, ignore_index=True), f"critical lines up to alpha = {top:g} (quad_order {opts['quad_order']})"
 
 
-def _select(df: pd.DataFrame | None, **values) -> pd.DataFrame:
+def select(df: pd.DataFrame | None, **values) -> pd.DataFrame:
     """Rows of ``df`` whose columns are close to ``values`` (empty for None)."""
     if df is None or df.empty:
         return pd.DataFrame()
@@ -208,10 +208,10 @@ def write_summary(table: pd.DataFrame, path: Path, phase: pd.DataFrame | None = 
              "with the lowest train_loss.", *(f"Note: {n}." for n in notes), ""]
     for (omega, sigma, lam, d), df in table.groupby(GROUP):
         lines += [f"## ω = {omega:g}, σ = {sigma:g}, λ = {lam:g}, d = {d}", ""]
-        p = _select(phase, omega=omega, sigma=sigma, lam=lam)
+        p = select(phase, omega=omega, sigma=sigma, lam=lam)
         if len(p):
             lines += [f"Theory: α_c = {_fmt_alpha(p.alpha_c.iloc[0], 4)}, α_l = {_fmt_alpha(p.alpha_l.iloc[0], 4)}", ""]
-        e = _select(empirical, omega=omega, sigma=sigma, lam=lam, d=d)
+        e = select(empirical, omega=omega, sigma=sigma, lam=lam, d=d)
         if len(e):
             lines += [f"Simulations: α_c ≈ {_fmt_alpha(e.alpha_c.iloc[0])} (global minimum switches to the semantic "
                       f"init), α_l ≈ {_fmt_alpha(e.alpha_l.iloc[0])} (global minimum beats the linear baseline)", ""]

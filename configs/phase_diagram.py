@@ -1,4 +1,4 @@
-"""The paper's phase diagram (Fig. 3): omega from 0.02 to 0.7 x 25 alphas in [0.01, 2], random and semantic inits, d = 1000.
+"""The paper's phase diagram: omega from 0.02 to 0.7 x 25 alphas in [0.01, 2], random and semantic inits, d = 1000.
 
 Argument `small` (configs/phase_diagram.py:small): d = 200, 6 omegas x 6 alphas, 2 seeds, theory at quad_order 6.
 """

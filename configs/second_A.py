@@ -1,4 +1,4 @@
-"""The second teacher mixing matrix A = [[0.3, 0.7], [0.8, 0.2]] (paper's appendix) at omega = 0.3: positional and semantic inits, d = 1000.
+"""The second teacher mixing matrix A = [[0.3, 0.7], [0.8, 0.2]] at omega = 0.3: positional and semantic inits, d = 1000.
 
 Argument `small` (configs/second_A.py:small): d = 200, 6 alphas, 2 seeds.
 """

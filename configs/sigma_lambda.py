@@ -1,4 +1,4 @@
-"""Noise and regularisation (paper's appendix): sigma in {0.3, 0.5, 0.7, 1.0} x lambda in {0.001, 0.01, 0.1} at omega = 0.3, d = 1000.
+"""Noise and regularisation: sigma in {0.3, 0.5, 0.7, 1.0} x lambda in {0.001, 0.01, 0.1} at omega = 0.3, d = 1000.
 
 Argument `small` (configs/sigma_lambda.py:small): d = 200, 4 alphas, 2 seeds, theory at quad_order 6.
 """

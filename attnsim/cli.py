@@ -201,12 +201,13 @@ def _sweep(cfg, workdir: Path, fingerprint: dict, max_batch: int) -> int:
                       f"{resumed.steps_done} of {cfg.steps}", file=sys.stderr)
         start = time.time()
         try:
-            with tqdm(total=len(todo), unit="run", disable=None if lead else True, file=sys.stderr) as bar:
-                for rows in sweep.iterate(cfg, todo, chunks=chunks, engine=engine, resumed=resumed, checkpointer=ckpt):
+            with tqdm(total=len(todo), unit="run", disable=None if lead else True, file=sys.stderr,
+                      bar_format="{l_bar}{bar}| {n:.1f}/{total} runs [{elapsed}<{remaining}, {rate_fmt}]") as bar:
+                for rows in sweep.iterate(cfg, todo, chunks=chunks, engine=engine, resumed=resumed,
+                                          checkpointer=ckpt, progress=bar.update):
                     if lead:
                         sweep.append_results(results_path, rows)
                         checkpoint.fault("chunk")
-                    bar.update(len(rows))
         finally:
             if ckpt:
                 ckpt.close()  # waits for a save in flight

@@ -291,9 +291,10 @@ def _record(runs: pd.DataFrame, chunk: Chunk) -> dict:
 
 def iterate(cfg: ml_collections.ConfigDict, runs: pd.DataFrame, max_batch: int | None = None,
             devices=None, chunks: list[Chunk] | None = None, engine: Engine | None = None,
-            resumed: checkpoint.Resumed | None = None,
-            checkpointer: checkpoint.Checkpointer | None = None) -> Iterator[pd.DataFrame]:
-    """Yield the results of ``runs`` chunk by chunk, in plan order.
+            resumed: checkpoint.Resumed | None = None, checkpointer: checkpoint.Checkpointer | None = None,
+            progress: Callable[[float], None] | None = None) -> Iterator[pd.DataFrame]:
+    """Yield the results of ``runs`` chunk by chunk, in plan order; ``progress(k)`` is told of each k runs'
+    worth of training done (fractions of a chunk after each segment).
 
     One process: ``resumed`` (the first chunk of ``chunks``, see :func:`plan`) continues from its
     checkpoint, and ``checkpointer`` saves the chunk in training after its segments.
@@ -305,12 +306,16 @@ def iterate(cfg: ml_collections.ConfigDict, runs: pd.DataFrame, max_batch: int |
     engine = engine or Engine(cfg, devices)
     if chunks is None:
         chunks = plan(runs, max_batch or default_max_batch(cfg, len(engine.devices)), resumed)
+    progress = progress or (lambda k: None)
     procs, me = jax.process_count(), jax.process_index()
     if procs == 1:
         for i, chunk in enumerate(chunks):
             start = resumed if i == 0 and resumed is not None else None
-            yield _rows(runs, engine.run_chunk(runs, chunk, start and start.state, start.steps_done if start else 0,
-                                               _after_segment(runs, chunk, checkpointer)))
+            done = start.steps_done if start else 0
+            progress(len(chunk.rows) * done / cfg.steps)
+            after = _after_segment(runs, chunk, checkpointer, done,
+                                   lambda k, c=len(chunk.rows): progress(c * k / cfg.steps))
+            yield _rows(runs, engine.run_chunk(runs, chunk, start and start.state, done, after))
         return
     if resumed is not None or checkpointer is not None:
         raise ValueError("checkpoints are per process: give neither resumed nor checkpointer with several processes")
@@ -323,19 +328,26 @@ def iterate(cfg: ml_collections.ConfigDict, runs: pd.DataFrame, max_batch: int |
         gathered = np.asarray(multihost_utils.process_allgather(table))  # (procs, width, columns)
         for p in range(min(procs, len(chunks) - start)):
             part = gathered[p]
-            yield _rows(runs, part[~np.isnan(part[:, 0])])
+            rows = _rows(runs, part[~np.isnan(part[:, 0])])
+            progress(len(rows))
+            yield rows
 
 
-def _after_segment(runs: pd.DataFrame, chunk: Chunk, checkpointer: checkpoint.Checkpointer | None) -> Callable:
-    """The callback after each training segment of a chunk: save (when due), then the fault hook."""
-    if checkpointer is None:
-        return lambda state, done: checkpoint.fault("segment")
-    checkpointer.start_chunk()
-    record = _record(runs, chunk)
+def _after_segment(runs: pd.DataFrame, chunk: Chunk, checkpointer: checkpoint.Checkpointer | None,
+                   steps_done: int, progress: Callable[[int], None]) -> Callable:
+    """The callback after each training segment of a chunk that starts at ``steps_done``:
+    ``progress(steps of the segment)``, a save (when due), then the fault hook."""
+    if checkpointer is not None:
+        checkpointer.start_chunk()
+        record = _record(runs, chunk)
+    previous = [steps_done]
 
     def after(state, done):
-        checkpointer.maybe_save(record, state, done)
-        checkpoint.fault("segment", before=checkpointer.wait)
+        progress(done - previous[0])
+        previous[0] = done
+        if checkpointer is not None:
+            checkpointer.maybe_save(record, state, done)
+        checkpoint.fault("segment", before=checkpointer and checkpointer.wait)
 
     return after
 

@@ -92,7 +92,7 @@ MAX_ITER_COLD = 400
 MAX_ITER_WARM = 150
 NEWTON_FULL = 8  # Newton iterations of a full search
 NEWTON_SCREEN = 4  # of which from every start (then only from the best)
-NEWTON_WARM = 4  # Newton iterations from a warm start
+NEWTON_WARM = 3  # Newton iterations from a warm start
 ANDERSON_M = 5  # Anderson history
 ANDERSON_BETA = 0.6  # Anderson mixing
 PLAIN_MIX = 0.2  # the authors' damping, used for the first N_PLAIN_COLD iterations of a cold start
@@ -332,14 +332,15 @@ def inner_full(nd: Node, V, sigma2, h_2xN):
     and +-h0: checked against an exhaustive search (41 x 41 grid over the disc |h - w|^2 <= V loss(w)
     that contains h*, Newton from its 8 lowest local minima, 40 steps) at 71 converged points (omega 0 ..
     0.45, alpha 0.1 .. 2, both branches, K = 10): the same minimum at every node (M within 1e-16).
-    Newton runs NEWTON_SCREEN steps from every start, then the lowest gets the remaining steps (fewer
-    screening steps, 3, miss the global basin at ~1e-3 of the nodes in the same check).
+    Newton runs NEWTON_SCREEN steps from w and +-h0 (fewer, 3, miss the global basin at ~1e-3 of the
+    nodes in the same check), then the lowest of these and the warm start gets the remaining steps.
     """
     h01, h02 = _zero_loss_point(nd)
-    h1_SN = jnp.stack([nd.w1, h01, -h01, h_2xN[0]])
-    h2_SN = jnp.stack([nd.w2, h02, -h02, h_2xN[1]])
     ndS = Node(*(a[None, :] for a in nd))
-    h1_SN, h2_SN = _newton(h1_SN, h2_SN, ndS, V, sigma2, NEWTON_SCREEN)
+    h1_SN, h2_SN = _newton(jnp.stack([nd.w1, h01, -h01]), jnp.stack([nd.w2, h02, -h02]), ndS, V, sigma2,
+                           NEWTON_SCREEN)
+    # the warm start is (nearly) converged already: it joins unscreened
+    h1_SN, h2_SN = jnp.concatenate([h1_SN, h_2xN[:1]]), jnp.concatenate([h2_SN, h_2xN[1:]])
     h1_SN, h2_SN = _pick_lowest(h1_SN, h2_SN, ndS, V, sigma2, 1)
     return _newton(h1_SN[0], h2_SN[0], nd, V, sigma2, NEWTON_FULL - NEWTON_SCREEN)
 

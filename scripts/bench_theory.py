@@ -85,18 +85,29 @@ def main(argv=None):
     ap.add_argument("--ref-iters", type=int, default=2, help="outer iterations of the timed reference run")
     ap.add_argument("--ref-iters-needed", type=int, default=100, help="iterations the reference needs per alpha")
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--compare-refinement", action="store_true",
+                    help="also compare critical_lines' interpolated and solved refinements at 5 omegas")
     args = ap.parse_args(argv)
     pd.set_option("display.width", 200)
     K = args.quad_order
     omegas = np.round(np.arange(args.n_omega) * 0.01, 10)
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     lines = theory.critical_lines(omegas, quad_order=K, alpha_max=args.alpha_max, n_grid=args.n_alpha)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     n_points = len(omegas) * args.n_alpha * 2
     print(f"== phase diagram: {len(omegas)} omegas x {args.n_alpha} alphas x 2 branches = {n_points} fixed "
-          f"points + refinement, quad_order={K} ({K**4} nodes): {wall:.1f} s (incl. compilation)")
+          f"points + alpha_c, alpha_l, quad_order={K} ({K**4} nodes, folded to {theory._n_nodes(K, True)}): "
+          f"{wall:.1f} s wall, {cpu:.1f} s CPU (incl. compilation)")
     print(lines.to_string(float_format=lambda v: f"{v:.4f}"))
+
+    if args.compare_refinement:
+        om = np.array([0.0, 0.1, 0.2, 0.3, 0.4])
+        by = {i: theory.critical_lines(om, quad_order=K, n_grid=40, interpolate=i) for i in (True, False)}
+        tab = pd.DataFrame(dict(omega=om, alpha_c_interp=by[True].alpha_c, alpha_c_solve=by[False].alpha_c,
+                                alpha_l_interp=by[True].alpha_l, alpha_l_solve=by[False].alpha_l))
+        print(f"\n== crossings refined on the cubic interpolant vs by solves (n_grid=40, quad_order={K})")
+        print(tab.to_string(float_format=lambda v: f"{v:.5f}"))
 
     if not args.skip_reference:
         per_iter = time_reference(K, args.ref_iters)

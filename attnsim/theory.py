@@ -399,6 +399,7 @@ def overlap_map(x_4, h_2xN, pb: Problem, quad: Quad, full: bool):
 
     Args:
       x_4: (q, m, V, theta), float64. h_2xN: warm start of h* (one of the starts when ``full``).
+      full: bool (traced or not): the global search (``inner_full``) instead of Newton from h_2xN.
     Returns:
       (x_new_4, h_2xN, obs) with obs = dict(hats_4, test_error, train_loss) evaluated at x_4.
     """
@@ -406,10 +407,8 @@ def overlap_map(x_4, h_2xN, pb: Problem, quad: Quad, full: bool):
     sigma2 = pb.sigma**2
     rho = sigma2
     nd, sq, vstar = _nodes(x_4, pb, quad)
-    if full:
-        h1, h2 = inner_full(nd, V, sigma2, h_2xN)
-    else:
-        h1, h2 = _newton(h_2xN[0], h_2xN[1], nd, V, sigma2, NEWTON_WARM)
+    h1, h2 = lax.cond(full, lambda: inner_full(nd, V, sigma2, h_2xN),
+                      lambda: _newton(h_2xN[0], h_2xN[1], nd, V, sigma2, NEWTON_WARM))
     wt = quad.wt_N
     xi, y = quad.xi_Nx2, quad.y_Nx2
     f1, f2 = (h1 - nd.w1) / V, (h2 - nd.w2) / V
@@ -537,13 +536,11 @@ def solve_batch(pb_P: Problem, x0_Px4, h0_Px2xN, free_Px4, quad: Quad, max_iter,
     Returns dict: x (P,4), h (P,2,N), anderson, res (P,), iterations (P,), converged (P,), test_error,
     train_loss, hats (P,4). ``converged`` = residual <= ACCEPT_TOL and the branch signature holds.
     """
-    full_map = jax.vmap(lambda x, h, pb: overlap_map(x, h, pb, quad, True))
-    warm_map = jax.vmap(lambda x, h, pb: overlap_map(x, h, pb, quad, False))
     rho_P = pb_P.sigma**2
     P = x0_Px4.shape[0]
 
-    def evaluate(x, h, full):
-        return lax.cond(full, lambda: full_map(x, h, pb_P), lambda: warm_map(x, h, pb_P))
+    def evaluate(x, h, full):  # full: one batch-wide bool (the cond stays a cond under vmap)
+        return jax.vmap(lambda x_, h_, pb: overlap_map(x_, h_, pb, quad, full))(x, h, pb_P)
 
     def body(s: _State) -> _State:
         # full search: periodically (not at it = 0 of a warm start: h* of the previous alpha is reused) and
@@ -715,8 +712,9 @@ def _run_problems(K: int, A_2x2, omega_P, sigma_P, lam_P, alphas_AxP, x0_Px4, fr
             carry = _continuation_init_jit(jnp.asarray(x0_Px4[i:i + 1], jnp.float64), pb.sigma**2, n_nodes)
             per_alpha = []
             for a in range(alphas_AxP.shape[0]):
-                carry, out = step(carry, jnp.asarray(a), jnp.asarray(alphas_AxP[a, i:i + 1], jnp.float64), pb,
-                                  free, quad, cold_)
+                # numpy arguments: jit's fast path (an eager jnp.asarray costs ~0.5 ms a call)
+                carry, out = step(carry, np.int32(a), np.asarray(alphas_AxP[a, i:i + 1], np.float64), pb, free,
+                                  quad, cold_)
                 per_alpha.append(out)
             outs.append(jax.device_get(per_alpha))
     cast = lambda a: np.asarray(a, dtype=np.float64 if np.asarray(a).dtype.kind == "f" else np.asarray(a).dtype)
@@ -893,6 +891,7 @@ def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT
     lin = np.atleast_1d(linear_baseline_error(om, sigma, A_2x2))
     wide = {b: grid[grid.branch == b].pivot(index="omega", columns="alpha") for b in ("semantic", "positional")}
 
+    @functools.cache
     def table(b, col):  # (n_omega, n_grid), NaN where the branch does not exist
         t = wide[b][col].reindex(index=om, columns=alpha_A).to_numpy(np.float64)
         return np.where(wide[b]["converged"].reindex(index=om, columns=alpha_A).to_numpy(bool), t, np.nan)

@@ -82,7 +82,7 @@ _FREE_Q_M_V_TH = {
     "trivial": (1.0, 0.0, 1.0, 0.0),
 }
 
-TOL = 1e-9  # stopping tolerance on the relative fixed-point residual
+TOL = 1e-8  # stopping tolerance on the relative fixed-point residual
 ACCEPT_TOL = 1e-7  # converged when the residual is below this (stops at TOL; basin-switch limit cycles)
 COLLAPSE = 1e-4  # a branch whose normalised signature overlap falls below this has collapsed
 FULL_EVERY = 20  # full inner search every this many outer iterations
@@ -97,7 +97,7 @@ ANDERSON_M = 5  # Anderson history
 ANDERSON_BETA = 0.6  # Anderson mixing
 PLAIN_MIX = 0.2  # the authors' damping, used for the first N_PLAIN_COLD iterations of a cold start
 N_PLAIN_COLD = 40
-_STEPS = (1.0, 0.3, 0.05, 0.0)  # parallel line search (0: stay)
+_STEPS = (1.0, 0.25, 0.0)  # parallel line search (0: stay)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 
-from attnsim import report  # noqa: E402
+from attnsim import report, sweep  # noqa: E402
 
 INIT_STYLE = {"random": ("tab:orange", "s"), "semantic": ("tab:blue", "o"), "positional": ("tab:green", "^")}
 BRANCH_COLOR = {"semantic": "tab:blue", "positional": "tab:orange"}
@@ -81,7 +81,7 @@ def plot_test_error(results: pd.DataFrame, path: Path, theory: pd.DataFrame | No
     baseline's population error; ``phase`` (attnsim.theory.critical_lines) marks alpha_c and alpha_l."""
     panels = _panels(results)
     fig, axes = _grid(len(panels))
-    gmin = report.global_minimum(report.ok_runs(results))
+    gmin = sweep.global_minimum(report.ok_runs(results))
     for ax, (key, df) in zip(axes.flat, panels):
         _init_points(ax, df, "test_error")
         s = _mean_std(gmin[(gmin[list(key)] == pd.Series(key)).all(axis=1)], "test_error")
@@ -131,7 +131,7 @@ def plot_phase_diagram(results: pd.DataFrame, path: Path, phase: pd.DataFrame | 
     and alpha_l(omega) (``phase``) and the simulations' estimates (``empirical``, report.empirical_lines)."""
     ok = report.ok_runs(results)
     at = report.GROUP + ["alpha"]
-    gap = (report.global_minimum(ok).groupby(at).test_error.mean() - ok.groupby(at).lin_test_error.mean())
+    gap = (sweep.global_minimum(ok).groupby(at).test_error.mean() - ok.groupby(at).lin_test_error.mean())
     gap = gap.rename("gap").reset_index()
     groups = list(gap.groupby(["sigma", "lam", "d"]))
     fig, axes = _grid(len(groups), width=3.6, height=2.9, max_cols=2)

@@ -43,11 +43,6 @@ def read_workdir(workdir: Path) -> tuple[pd.DataFrame | None, dict]:
     return results, (json.loads(cfg_file.read_text()).get("config", {}) if cfg_file else {})
 
 
-def global_minimum(results: pd.DataFrame) -> pd.DataFrame:
-    """sweep.global_minimum for each d separately (seed indices repeat across d)."""
-    return pd.concat([sweep.global_minimum(g) for _, g in results.groupby("d")])
-
-
 def ok_runs(results: pd.DataFrame) -> pd.DataFrame:
     return results[~results.diverged.astype(bool)]
 
@@ -59,7 +54,7 @@ def _round_keys(df: pd.DataFrame, keys=POINT) -> pd.DataFrame:
 
 def summary(results: pd.DataFrame, theory: pd.DataFrame | None = None) -> pd.DataFrame:
     ok = ok_runs(results)
-    parts = [ok.assign(who=ok.init), global_minimum(ok).assign(who="global")]
+    parts = [ok.assign(who=ok.init), sweep.global_minimum(ok).assign(who="global")]
     keys = GROUP + ["alpha"]
     stats = (pd.concat(parts).groupby(keys + ["who"])["test_error"].agg(["mean", "std", "count"])
              .reset_index().rename(columns={"mean": "test_error", "std": "test_error_std", "count": "seeds"}))
@@ -100,7 +95,7 @@ def empirical_lines(results: pd.DataFrame) -> pd.DataFrame:
     """
     ok = ok_runs(results)
     at = GROUP + ["alpha"]
-    gaps = global_minimum(ok).groupby(at).test_error.mean() - ok.groupby(at).lin_test_error.mean()
+    gaps = sweep.global_minimum(ok).groupby(at).test_error.mean() - ok.groupby(at).lin_test_error.mean()
     rows = []
     for key, df in ok.groupby(GROUP):
         gap = gaps.loc[key].sort_index()

@@ -380,8 +380,10 @@ def missing_runs(runs: pd.DataFrame, done: pd.DataFrame | None) -> pd.DataFrame:
 
 
 def global_minimum(results: pd.DataFrame) -> pd.DataFrame:
-    """Per (omega, sigma, lam, alpha, seed): the run (over inits) with the lowest train_loss, the
-    empirical global minimum of MODEL.md. Diverged runs never win."""
-    ok = results[~results.diverged.astype(bool)]
-    idx = ok.groupby(["omega", "sigma", "lam", "alpha", "seed"])["train_loss"].idxmin()
+    """Per (d, omega, sigma, lam, alpha, seed): the run (over inits) with the lowest train_loss, the
+    empirical global minimum of MODEL.md (d when present: results of several d share seed indices).
+    Diverged runs never win."""
+    ok = results[~results.diverged.astype(bool)].reset_index(drop=True)  # idxmin needs unique labels
+    point = [c for c in ("d", "omega", "sigma", "lam", "alpha", "seed") if c in ok]
+    idx = ok.groupby(point)["train_loss"].idxmin()
     return ok.loc[idx.dropna().astype(int)]

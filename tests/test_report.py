@@ -54,7 +54,7 @@ def _check_summary(workdir: Path, results: pd.DataFrame) -> pd.DataFrame:
     """summary.csv's means, stds and counts are those of results.csv (per init and for the global minimum)
     and summary.md prints them."""
     summary = pd.read_csv(workdir / "summary.csv")
-    gmin = report.global_minimum(results)
+    gmin = sweep.global_minimum(results)
     keys = report.GROUP + ["alpha"]
     for who, runs in [("global", gmin)] + [(i, results[results.init == i]) for i in results.init.unique()]:
         expect = runs.groupby(keys).test_error.agg(["mean", "std", "count"]).reset_index()

@@ -73,3 +73,5 @@ def test_global_minimum_picks_lowest_train_loss():
                            diverged=[False, False, False, True]))
     g = sweep.global_minimum(df)
     assert list(g.init) == ["semantic", "random"]
+    two_d = pd.concat([df.assign(d=10), df.assign(d=20, train_loss=[1.0, 2.0, 1.0, np.nan])])
+    assert list(sweep.global_minimum(two_d).init) == ["semantic", "random", "random", "random"]  # per d

@@ -20,25 +20,25 @@ Notation (THEORY.md; defined once here). Per Gauss-Hermite node of four standard
 - ``M(h) = |h - w|^2 / V + loss(h)``, loss(h) = sigma^2 |s(h) - T(t)|_F^2 (the full M, teacher term
   included); h* = argmin M (global), f = (h* - w) / V.
 
-Algorithm. All N = K^4 nodes are processed at once (tensor Gauss-Hermite, K = ``quad_order``; for
-A_11 = A_22 folded by the token-swap-and-sign symmetry to (K^4 + K^2)/2 nodes, exactly, see
-``quad_rule_sym``). The inner problem is solved by a batched damped Newton method with a parallel line
-search; a full search (coarse grid over the disc |h - w|^2 <= V loss(w) that provably contains h*, the
-lowest grid-local minima, 0, w and the mirror of the best grid point as starts; Newton from all starts,
-then only the best two are polished) is done on the first iteration of a cold start, every
-``FULL_EVERY`` (``FULL_EVERY_WARM`` along a continuation) iterations and before a fixed point is
-accepted; in between Newton is warm-started from the previous h*. The outer iteration on
-(log q, m, log V, theta) is Anderson-accelerated inside ``lax.while_loop``. Alpha is followed by
-continuation (largest alpha first, each alpha started from a secant prediction off the previous two
-converged solutions, with the previous h*). One compiled step (one alpha, one problem) serves everything:
+Algorithm. All nodes of the tensor Gauss-Hermite rule (K = ``quad_order`` per dimension) are processed
+at once, folded exactly by the symmetries of each problem (``quad_rule_folded``: token swap for
+A_11 = A_22, sign for the pinned m = 0 of the semantic branch, y -> -y for the pinned theta = 0 of the
+positional one; ~K^4/4 nodes). The inner problem is solved by a batched damped Newton method with a
+parallel line search; a full search (Newton from w, the two zeros +-h0 of the loss part and the warm
+start; ``inner_full``) is done on the first iteration of a cold start, every ``FULL_EVERY``
+(``FULL_EVERY_WARM`` along a continuation) iterations and before a fixed point is accepted; in between
+Newton is warm-started from the previous h*. The outer iteration on (log q, m, log V, theta) is
+Anderson-accelerated inside ``lax.while_loop``. Alpha is followed by continuation (largest alpha first;
+each alpha starts from a quadratic extrapolation of the last three converged solutions, with the
+previous h* and Anderson history). One compiled step (one alpha, one problem) serves everything:
 problems (omega, sigma, lambda, branch) run one at a time, because in a vmapped batch every problem pays
 for the union of all problems' outer iterations and full searches (measured 2-3x slower at 8 problems).
 
-Speed (2-core CPU, one core): the 46 omega x 100 alpha phase diagram of scripts/bench_theory.py (9200
-fixed points + critical lines) takes ~71 s at K = 6, ~3 min at K = 8 (extrapolated), ~6.5 min at K = 10
-(extrapolated), compilation (~9 s) included. Accuracy against K = 10 at omega = 0.1..0.4: the
-semantic/positional train-loss crossing within 2.2% (K = 6) / 0.8% (K = 8), alpha_l within 1.4% / 0.5%,
-test_error at alpha = 1.5 within 0.9% / 0.3%.
+Speed (one core of the 2-core CPU, shared with other jobs): the 46 omega x 100 alpha phase diagram of
+scripts/bench_theory.py (9200 fixed points + alpha_c, alpha_l) takes ~61 s at K = 10, compilation
+(~6 s) included (before: ~6.5 min; docs/bench_theory.txt). Accuracy of K = 10 (docs/theory_convergence.txt):
+semantic branch within ~1.2e-3 of K = 16 and of quasi-Monte-Carlo; positional branch q, V within ~2-3%
+of quasi-Monte-Carlo (Gauss-Hermite oscillates there: h* jumps between basins), train_loss within 2e-4.
 
 Everything runs in float64 inside ``with jax.enable_x64(True):``; public functions return numpy /
 pandas float64, so a float32 caller is unaffected.
@@ -60,9 +60,11 @@ from attnsim.config import NAMED_A
 STANDARD_A = NAMED_A["standard"]
 SECOND_A = NAMED_A["second"]
 
-# Gauss-Hermite nodes per Gaussian dimension (K^4 nodes). scripts/theory_convergence.py: at omega = 0.3,
-# alpha = 1.5714, K = 10 is within ~2e-3 (relative) of K = 20 on q, V, theta, test_error, train_loss
-# (semantic branch; positional not re-measured). At alpha < 0.6 the small semantic theta converges slowly (~10-20% K=8 -> 16).
+# Gauss-Hermite nodes per Gaussian dimension (K^4 nodes). scripts/theory_convergence.py, omega = 0.3,
+# alpha = 1.5714: semantic branch within 1.2e-3 (relative) of K = 16 on q, V, theta, test_error,
+# train_loss; positional branch q -2%, V -2.7%, test_error -0.6%, train_loss -2e-4 against a
+# quasi-Monte-Carlo reference (K = 16 is as far off on the other side). At alpha < 0.8 the semantic
+# theta is a quadrature artefact (quasi-Monte-Carlo: theta ~ 0 at alpha = 0.57).
 DEFAULT_QUAD_ORDER = 10
 
 BRANCHES = ("semantic", "positional", "trivial")
@@ -89,7 +91,7 @@ FULL_EVERY = 20  # full inner search every this many outer iterations
 FULL_EVERY_WARM = 50  # the same along a continuation (h* warm from the previous alpha; accepted points
 # always end with a full search)
 MAX_ITER_COLD = 400
-MAX_ITER_WARM = 150
+MAX_ITER_WARM = 80  # converged points need <= 32 (bench_theory); limit cycles would spend all
 NEWTON_FULL = 8  # Newton iterations of a full search
 NEWTON_SCREEN = 4  # of which from every start (then only from the best)
 NEWTON_WARM = 3  # Newton iterations from a warm start
@@ -301,8 +303,8 @@ def _newton_step(h1, h2, nd: Node, V, sigma2):
     return jnp.sum(jnp.where(sel, c1_C, 0.0), axis=0), jnp.sum(jnp.where(sel, c2_C, 0.0), axis=0)
 
 
-def _newton(h1, h2, nd: Node, V, sigma2, n_iter: int):
-    """n_iter Newton steps (fixed count, so the work is static)."""
+def _newton(h1, h2, nd: Node, V, sigma2, n_iter):
+    """n_iter Newton steps (int, or a traced int)."""
     body = lambda _, hh: _newton_step(hh[0], hh[1], nd, V, sigma2)
     return lax.fori_loop(0, n_iter, body, (h1, h2))
 
@@ -323,8 +325,9 @@ def _zero_loss_point(nd: Node):
     return 0.5 * (u + d), 0.5 * (u - d)
 
 
-def inner_full(nd: Node, V, sigma2, h_2xN):
-    """Global minimiser h* of M at every node by a multi-start Newton search. Returns (h1_N, h2_N).
+def _best_start(nd: Node, V, sigma2, h_2xN):
+    """Start in the basin of the global minimiser h* of M at every node (multi-start Newton screening).
+    Returns (h1_N, h2_N); ``inner_full`` polishes it.
 
     Starts: w (the minimiser of the quadratic part), +-h0 (the two zeros of the loss part,
     ``_zero_loss_point``) and the warm start h_2xN. M = |h - w|^2 / V + loss is a weak pull (1/V ~ 0.05)
@@ -333,7 +336,7 @@ def inner_full(nd: Node, V, sigma2, h_2xN):
     that contains h*, Newton from its 8 lowest local minima, 40 steps) at 71 converged points (omega 0 ..
     0.45, alpha 0.1 .. 2, both branches, K = 10): the same minimum at every node (M within 1e-16).
     Newton runs NEWTON_SCREEN steps from w and +-h0 (fewer, 3, miss the global basin at ~1e-3 of the
-    nodes in the same check), then the lowest of these and the warm start gets the remaining steps.
+    nodes in the same check), then the lowest of these and the warm start is kept.
     """
     h01, h02 = _zero_loss_point(nd)
     ndS = Node(*(a[None, :] for a in nd))
@@ -345,7 +348,12 @@ def inner_full(nd: Node, V, sigma2, h_2xN):
     # the warm start is (nearly) converged already: it joins unscreened
     h1_SN, h2_SN = jnp.concatenate([h1_SN, h_2xN[:1]]), jnp.concatenate([h2_SN, h_2xN[1:]])
     h1_SN, h2_SN = _pick_lowest(h1_SN, h2_SN, ndS, V, sigma2, 1)
-    return _newton(h1_SN[0], h2_SN[0], nd, V, sigma2, NEWTON_FULL - NEWTON_SCREEN)
+    return h1_SN[0], h2_SN[0]
+
+
+def inner_full(nd: Node, V, sigma2, h_2xN):
+    """Global minimiser h* of M at every node: ``_best_start`` polished by Newton. Returns (h1_N, h2_N)."""
+    return _newton(*_best_start(nd, V, sigma2, h_2xN), nd, V, sigma2, NEWTON_FULL - NEWTON_SCREEN)
 
 
 def _pick_lowest(h1_SN, h2_SN, ndS: Node, V, sigma2, n_keep: int):
@@ -410,8 +418,9 @@ def overlap_map(x_4, h_2xN, pb: Problem, quad: Quad, full: bool):
     sigma2 = pb.sigma**2
     rho = sigma2
     nd, sq, vstar = _nodes(x_4, pb, quad)
-    h1, h2 = lax.cond(full, lambda: inner_full(nd, V, sigma2, h_2xN),
-                      lambda: _newton(h_2xN[0], h_2xN[1], nd, V, sigma2, NEWTON_WARM))
+    # full: inner_full; else Newton from the warm start (one float64 Newton loop in the compiled code)
+    start = lax.cond(full, lambda: _best_start(nd, V, sigma2, h_2xN), lambda: (h_2xN[0], h_2xN[1]))
+    h1, h2 = _newton(*start, nd, V, sigma2, jnp.where(full, NEWTON_FULL - NEWTON_SCREEN, NEWTON_WARM))
     wt = quad.wt_N
     xi, y = quad.xi_Nx2, quad.y_Nx2
     f1, f2 = (h1 - nd.w1) / V, (h2 - nd.w2) / V

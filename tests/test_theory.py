@@ -172,6 +172,50 @@ def test_folded_quadrature_rule():
             np.sum(full.wt_N * sym(full.xi_Nx2, full.y_Nx2)), rel=1e-13)
 
 
+@pytest.mark.parametrize("symmetries, pinned", [((True, True, False), 1), ((True, False, True), 3),
+                                                 ((False, True, False), 1), ((False, False, True), 3)])
+def test_folded_rules_for_pinned_overlaps(symmetries, pinned):
+    """negate (m = 0) and flip_y (theta = 0) folds integrate functions invariant under their maps exactly,
+    and zero the hat that vanishes by the symmetry."""
+    K = 6
+    full, fold = theory.quad_rule(K), theory.quad_rule_folded(K, *symmetries)
+    assert fold.wt_N.sum() == pytest.approx(1.0, abs=1e-13) and fold.hat_mask_4[pinned] == 0
+    swap, negate, flip_y = symmetries
+    g = lambda xi, y: np.exp(0.3 * xi[:, 0] - 0.2 * xi[:, 1] + 0.1 * y[:, 0]) * (1 + xi[:, 0] * y[:, 1])
+    maps = [lambda xi, y: (xi, y)]
+    for use, m in ((swap, lambda xi, y: (-xi[:, ::-1], -y[:, ::-1])), (negate, lambda xi, y: (-xi, -y)),
+                   (flip_y, lambda xi, y: (xi, -y))):
+        if use:
+            maps += [lambda xi, y, m=m, f=f: m(*f(xi, y)) for f in maps]
+    sym = lambda xi, y: np.mean([g(*f(xi, y)) for f in maps], axis=0)
+    assert np.sum(fold.wt_N * sym(fold.xi_Nx2, fold.y_Nx2)) == pytest.approx(
+        np.sum(full.wt_N * sym(full.xi_Nx2, full.y_Nx2)), rel=1e-13)
+    assert len(fold.wt_N) < len(full.wt_N) / (2 ** sum(symmetries)) + K**3
+
+
+def test_inner_search_is_global():
+    """inner_full (Newton from w, +-h0 and the warm start) finds the global minimum of M at every node: a
+    brute-force 151 x 151 grid over the disc that contains h*, polished by Newton, is never lower."""
+    A = np.asarray(theory.STANDARD_A)
+    with jax.enable_x64(True):
+        quad = theory.Quad(*(jnp.asarray(a) for a in theory.quad_rule(4)))
+        for x, om in (((0.043, 0.0, 30.8, 0.017), 0.3), ((0.05, 0.26, 12.9, 0.0), 0.3), ((0.03, 0.2, 20.0, 0.0), 0.0)):
+            pb = theory.Problem(*(jnp.asarray(v, jnp.float64) for v in (om, 0.5, 0.01, 1.0, A[0, 0], A[1, 1])))
+            nd, _, _ = theory._nodes(jnp.asarray(x), pb, quad)
+            V, s2 = x[2], 0.25
+            M_found = theory._M(*theory.inner_full(nd, V, s2, jnp.zeros((2, 256))), nd, V, s2)
+            R = jnp.sqrt(V * theory._loss(nd.w1, nd.w2, nd.T11, nd.T22, s2))
+            u = jnp.linspace(-1, 1, 151)
+            g1 = jnp.broadcast_to(nd.w1[None, None] + R[None, None] * u[:, None, None], (151, 151, 256))
+            g2 = jnp.broadcast_to(nd.w2[None, None] + R[None, None] * u[None, :, None], (151, 151, 256))
+            g1, g2 = g1.reshape(-1, 256), g2.reshape(-1, 256)
+            M_grid = theory._M(g1, g2, theory.Node(*(a[None] for a in nd)), V, s2)
+            i = jnp.argmin(M_grid, axis=0)[None]
+            b1, b2 = jnp.take_along_axis(g1, i, 0)[0], jnp.take_along_axis(g2, i, 0)[0]
+            M_brute = theory._M(*theory._newton(b1, b2, nd, V, s2, 30), nd, V, s2)
+            assert float(jnp.max(M_found - jnp.minimum(M_brute, M_grid.min(0)))) < 1e-12
+
+
 def test_folded_rule_same_fixed_point(monkeypatch):
     """Both branches are solved on folded rules (swap for A_11 = A_22, and negate / flip_y for the pinned
     m / theta); the full tensor rule gives the same fixed points."""

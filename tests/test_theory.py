@@ -193,27 +193,33 @@ def test_folded_rules_for_pinned_overlaps(symmetries, pinned):
     assert len(fold.wt_N) < len(full.wt_N) / (2 ** sum(symmetries)) + K**3
 
 
+def _brute_force_min_M(nd, V, s2, side=151):
+    """min M per node: a side x side grid over the disc |h - w|^2 <= V loss(w) (it contains h*), its best
+    point polished by Newton."""
+    N = nd.w1.shape[0]
+    R = jnp.sqrt(V * theory._loss(nd.w1, nd.w2, nd.T11, nd.T22, s2))
+    u = jnp.linspace(-1, 1, side)
+    g1 = jnp.broadcast_to(nd.w1[None, None] + R[None, None] * u[:, None, None], (side, side, N)).reshape(-1, N)
+    g2 = jnp.broadcast_to(nd.w2[None, None] + R[None, None] * u[None, :, None], (side, side, N)).reshape(-1, N)
+    M_grid = theory._M(g1, g2, theory.Node(*(a[None] for a in nd)), V, s2)
+    i = jnp.argmin(M_grid, axis=0)[None]
+    b1, b2 = jnp.take_along_axis(g1, i, 0)[0], jnp.take_along_axis(g2, i, 0)[0]
+    return jnp.minimum(theory._M(*theory._newton(b1, b2, nd, V, s2, 30), nd, V, s2), M_grid.min(0))
+
+
 def test_inner_search_is_global():
-    """inner_full (Newton from w, +-h0 and the warm start) finds the global minimum of M at every node: a
-    brute-force 151 x 151 grid over the disc that contains h*, polished by Newton, is never lower."""
+    """inner_full (Newton from w, +-h0 and the warm start) finds the global minimum of M at every node:
+    a brute-force grid search is never lower."""
     A = np.asarray(theory.STANDARD_A)
     with jax.enable_x64(True):
         quad = theory.Quad(*(jnp.asarray(a) for a in theory.quad_rule(4)))
+        found = jax.jit(lambda nd, V: theory._M(*theory.inner_full(nd, V, 0.25, jnp.zeros((2, 256))), nd, V, 0.25))
+        brute = jax.jit(lambda nd, V: _brute_force_min_M(nd, V, 0.25))
         for x, om in (((0.043, 0.0, 30.8, 0.017), 0.3), ((0.05, 0.26, 12.9, 0.0), 0.3), ((0.03, 0.2, 20.0, 0.0), 0.0)):
             pb = theory.Problem(*(jnp.asarray(v, jnp.float64) for v in (om, 0.5, 0.01, 1.0, A[0, 0], A[1, 1])))
             nd, _, _ = theory._nodes(jnp.asarray(x), pb, quad)
-            V, s2 = x[2], 0.25
-            M_found = theory._M(*theory.inner_full(nd, V, s2, jnp.zeros((2, 256))), nd, V, s2)
-            R = jnp.sqrt(V * theory._loss(nd.w1, nd.w2, nd.T11, nd.T22, s2))
-            u = jnp.linspace(-1, 1, 151)
-            g1 = jnp.broadcast_to(nd.w1[None, None] + R[None, None] * u[:, None, None], (151, 151, 256))
-            g2 = jnp.broadcast_to(nd.w2[None, None] + R[None, None] * u[None, :, None], (151, 151, 256))
-            g1, g2 = g1.reshape(-1, 256), g2.reshape(-1, 256)
-            M_grid = theory._M(g1, g2, theory.Node(*(a[None] for a in nd)), V, s2)
-            i = jnp.argmin(M_grid, axis=0)[None]
-            b1, b2 = jnp.take_along_axis(g1, i, 0)[0], jnp.take_along_axis(g2, i, 0)[0]
-            M_brute = theory._M(*theory._newton(b1, b2, nd, V, s2, 30), nd, V, s2)
-            assert float(jnp.max(M_found - jnp.minimum(M_brute, M_grid.min(0)))) < 1e-12
+            V = jnp.asarray(x[2])
+            assert float(jnp.max(found(nd, V) - brute(nd, V))) < 1e-12
 
 
 def test_folded_rule_same_fixed_point(monkeypatch):

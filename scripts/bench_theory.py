@@ -8,14 +8,14 @@
     and extrapolated to the ~100 iterations x n_alpha points the same phase diagram would need.
 
 Usage: python scripts/bench_theory.py [--quad-order K] [--n-omega 46] [--n-alpha 100] [--ref-iters 2]
+       [--skip-reference] [--compare-refinement]
 
-Measured (one core of the 2-core CPU, single-threaded XLA, compilation included; (a) only):
-  K = 6 (666 folded nodes): 71 s for the full 46 x 100 diagram;
-  K = 8 (2080): 4 omegas 24 s -> ~3 min for 46 (extrapolated); K = 10 (5050): 4 omegas 42 s -> ~6.5 min.
-  (Before: K = 8, 10 omegas x 25 alphas took 285 s; the full K = 10 diagram ~1.5 h.)
-Accuracy against K = 10 (omega = 0.1, 0.2, 0.3, 0.4; 100 alphas): the semantic/positional train-loss
-crossing within 2.2% at K = 6 and 0.8% at K = 8, alpha_l within 1.4% / 0.5%, the semantic test_error at
-alpha = 1.5 within 0.9% / 0.3%. K = 10 itself is ~2e-3 from K = 20 (theory.DEFAULT_QUAD_ORDER).
+Measured (`taskset -c 1`: one core of the 2-core CPU, shared with other jobs; compilation included; output
+in docs/bench_theory.txt): K = 10 (2550 folded nodes per problem), the full 46 x 100 diagram in 61-62 s
+wall (~61 s CPU), against ~6.5 min before this version (extrapolated from 4 omegas; same 4 omegas in one
+run: 49.3 s before, 16.7 s after an intermediate step). The reference algorithm: 31.8 s per outer
+iteration at 10^4 nodes -> speed-up ~5e5 (extrapolated over 100 iterations x 9200 points).
+Accuracy of K = 10: see theory.DEFAULT_QUAD_ORDER and docs/theory_convergence.txt.
 """
 
 from __future__ import annotations

@@ -35,8 +35,8 @@ problems (omega, sigma, lambda, branch) run one at a time, because in a vmapped 
 for the union of all problems' outer iterations and full searches (measured 2-3x slower at 8 problems).
 
 Speed (one core of the 2-core CPU, shared with other jobs): the 46 omega x 100 alpha phase diagram of
-scripts/bench_theory.py (9200 fixed points + alpha_c, alpha_l) takes ~61 s at K = 10, compilation
-(~6 s) included (before: ~6.5 min; docs/bench_theory.txt). Accuracy of K = 10 (docs/theory_convergence.txt):
+scripts/bench_theory.py (9200 fixed points + alpha_c, alpha_l) takes 59-62 s at K = 10, compilation
+(~6 s) included (before: ~7.5 min; docs/bench_theory.txt). Accuracy of K = 10 (docs/theory_convergence.txt):
 semantic branch within ~1.2e-3 of K = 16 and of quasi-Monte-Carlo; positional branch q, V within ~2-3%
 of quasi-Monte-Carlo (Gauss-Hermite oscillates there: h* jumps between basins), train_loss within 2e-4.
 

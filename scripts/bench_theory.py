@@ -11,10 +11,10 @@ Usage: python scripts/bench_theory.py [--quad-order K] [--n-omega 46] [--n-alpha
        [--skip-reference] [--compare-refinement]
 
 Measured (`taskset -c 1`: one core of the 2-core CPU, shared with other jobs; compilation included; output
-in docs/bench_theory.txt): K = 10 (2550 folded nodes per problem), the full 46 x 100 diagram in 61-62 s
-wall (~61 s CPU), against ~6.5 min before this version (extrapolated from 4 omegas; same 4 omegas in one
-run: 49.3 s before, 16.7 s after an intermediate step). The reference algorithm: 31.8 s per outer
-iteration at 10^4 nodes -> speed-up ~5e5 (extrapolated over 100 iterations x 9200 points).
+in docs/bench_theory.txt): K = 10 (2550 folded nodes per problem), the full 46 x 100 diagram in 58.7 s
+wall on a quiet machine, 61-62 s at load 3-4, against ~7.5 min before this version (same run, 4 omegas:
+48.2 s before, 11.4 s after). The reference algorithm: 34.4 s per outer iteration at 10^4 nodes ->
+speed-up ~5e5 (extrapolated over 100 iterations x 9200 points).
 Accuracy of K = 10: see theory.DEFAULT_QUAD_ORDER and docs/theory_convergence.txt.
 """
 

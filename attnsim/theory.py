@@ -47,7 +47,7 @@ pandas float64, so a float32 caller is unaffected.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -600,9 +600,8 @@ def solve_batch(pb_P: Problem, x0_Px4, h0_Px2xN, free_Px4, quad: Quad, max_iter,
     obs0 = dict(hats=jnp.zeros((P, 4)), test_error=jnp.zeros(P), train_loss=jnp.zeros(P))
     if and0 is None:
         and0 = jax.vmap(_anderson_init)(jax.vmap(_to_z)(x0_Px4, rho_P))
-    s0 = _State(x0_Px4, h0_Px2xN, and0, jnp.full(P, jnp.inf),
-                jnp.full(P, jnp.inf), jnp.zeros(P, bool), jnp.zeros(P, bool), jnp.zeros(P, jnp.int32), jnp.zeros((), jnp.int32),
-                jnp.zeros((), jnp.int32), obs0)
+    s0 = _State(x0_Px4, h0_Px2xN, and0, jnp.full(P, jnp.inf), jnp.full(P, jnp.inf), jnp.zeros(P, bool),
+                jnp.zeros(P, bool), jnp.zeros(P, jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), obs0)
     s = lax.while_loop(lambda s: (s.it < max_iter) & ~jnp.all(s.done_P), body, s0)
     conv = (s.res_free_P <= ACCEPT_TOL) & s.last_full_P & _signature_ok(s.x_Px4, free_Px4, rho_P)
     return dict(x=s.x_Px4, h=s.h_Px2xN, anderson=s.and_st, res=s.res_free_P, iterations=s.it_P, converged=conv,

@@ -10,7 +10,8 @@ Orbax writes a save into a temporary directory and renames it when complete, so 
 never taken for a checkpoint. A checkpoint damaged afterwards (a deleted or overwritten file) fails to
 restore or to match its digest: the previous one is used, with a warning. Because a segment's step count
 is a run-time argument of one compiled program (``training.train_steps``), a resumed chunk ends with the
-same bits as an uninterrupted one.
+same bits as an uninterrupted one on the same devices with the same chunk plan (``max_batch``); on another
+device count it is restored, re-padded, and agrees up to float32 reduction order.
 
 Testing hook: ``ATTNSIM_FAULT=EVENT:N`` kills the process (SIGKILL) at the N-th EVENT, one of
 ``segment`` (after a training segment, once its save, if any, is complete), ``save`` (just after a save was started,
@@ -116,23 +117,31 @@ class Checkpointer:
             try:
                 meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
                 if meta.get("fingerprint") != self.fingerprint:
-                    continue
+                    continue  # another config's (a workdir reused with --overwrite is cleared first)
                 groups = tuple(tuple(label.get(tuple(k)) for k in g) for g in meta["groups"])
                 if any(i is None for g in groups for i in g):
                     continue  # its runs are already in results.csv (or no longer in the config)
-                like = template(meta["n_max"], tuple(meta["shape"]))
+                shape = tuple(int(v) for v in meta["shape"])
+            except Exception as e:  # an unreadable record: a damaged checkpoint
+                self._damaged(step, e)
+                continue
+            like = template(meta["n_max"], shape)
+            try:
                 state = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(like)))["state"]
                 if digest(state) != meta["digest"]:
                     raise ValueError("the restored state does not match its digest")
-            except Exception as e:  # a damaged checkpoint: fall back to the previous one
-                print(f"attnsim: warning: checkpoint {self.directory / str(step)} is damaged "
-                      f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
-                      "trying the previous one", file=sys.stderr)
+            except Exception as e:  # missing, truncated or altered files
+                self._damaged(step, e)
                 continue
             S, R = len(groups), len(groups[0])
             return Resumed(seeds=tuple(meta["seeds"]), n_max=meta["n_max"], groups=groups,
                            steps_done=int(meta["steps_done"]), state=jax.tree.map(lambda a: a[:S, :R], state))
         return None
+
+    def _damaged(self, step: int, e: Exception) -> None:
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        print(f"attnsim: warning: checkpoint {self.directory / str(step)} is damaged ({type(e).__name__}: {first}); "
+              "trying the previous one", file=sys.stderr)
 
     def wait(self) -> None:
         """Block until a save in flight is complete."""

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -49,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help=CONFIG_HELP)
     run.add_argument("--workdir", required=True, help="output folder (created if missing)")
     run.add_argument("--overwrite", action="store_true",
-                     help="discard the results of a different config found in WORKDIR instead of refusing")
+                     help="start afresh: delete WORKDIR's results.csv and checkpoints (needed to reuse a "
+                     "workdir that holds another config's results)")
     multi = run.add_argument_group(
         "multi-host", "run one `attnsim run` per process with the same config and workdir (a shared file system); "
         "the grid is split between processes and process 0 writes results.csv")
@@ -117,8 +119,11 @@ def _prepare_workdir(path: str) -> Path:
     return workdir
 
 
+CHECKPOINTS = "checkpoints"  # the folder of a workdir that attnsim.checkpoint writes
+
 # Fields that change what a finished run's numbers mean: a workdir's results are only reused under the same.
-FINGERPRINT_FIELDS = ("d", "L", "r", "r_t", "A", "lam_lin", "lin_input", "seed", "optimizer", "lr", "steps", "n_test")
+FINGERPRINT_FIELDS = ("d", "L", "r", "r_t", "A", "lam_lin", "lin_input", "seed", "optimizer", "lr", "steps", "n_test",
+                      "test_chunk")
 
 
 def _run(args, overrides) -> int:
@@ -132,7 +137,7 @@ def _run(args, overrides) -> int:
 
     max_batch = sweep.default_max_batch(cfg, jax.local_device_count())  # checks the memory budget
     workdir = _prepare_workdir(args.workdir)
-    results_path, ckpt_dir = workdir / "results.csv", workdir / "checkpoints"
+    results_path, ckpt_dir = workdir / "results.csv", workdir / CHECKPOINTS
     fingerprint = json.loads(json.dumps({f: cfg[f] for f in FINGERPRINT_FIELDS}))  # as stored: tuples -> lists
     fp_path = workdir / "config.json"
     if fp_path.exists() and (results_path.exists() or ckpt_dir.exists()) and not args.overwrite:
@@ -150,7 +155,19 @@ def _run(args, overrides) -> int:
         tmp = fp_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"fingerprint": fingerprint, "config": cfg.to_dict()}, indent=1, default=str))
         tmp.replace(fp_path)
-    return _sweep(cfg, workdir, fingerprint, max_batch)
+    if jax.process_count() > 1:  # the others read the workdir only once process 0 has prepared it
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("attnsim: workdir prepared")
+    previous = signal.signal(signal.SIGTERM, _terminated)  # a pre-empted job exits like Ctrl-C: saves waited for
+    try:
+        return _sweep(cfg, workdir, fingerprint, max_batch)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _init_distributed(args) -> None:
@@ -173,49 +190,23 @@ def _init_distributed(args) -> None:
 
 
 def _sweep(cfg, workdir: Path, fingerprint: dict, max_batch: int) -> int:
-    from tqdm import tqdm
+    import jax
 
-    from attnsim import checkpoint, plots, sweep
+    from attnsim import plots, sweep
 
     results_path = workdir / "results.csv"
     runs = sweep.expand_grid(cfg)
     todo = sweep.missing_runs(runs, sweep.read_results(results_path))
-    import jax
-
     lead = jax.process_index() == 0
     if todo.empty:
+        if lead:
+            shutil.rmtree(workdir / CHECKPOINTS, ignore_errors=True)  # left by a kill after the last rows
         print(f"attnsim: all {len(runs)} runs already in {results_path}; nothing to do")
-    else:
-        # Checkpoints are per process: with several processes only finished chunks are kept (results.csv).
-        ckpt = (checkpoint.Checkpointer(workdir / "checkpoints", fingerprint, cfg.checkpoint_seconds)
-                if jax.process_count() == 1 else None)
-        engine = sweep.Engine(cfg)
-        resumed = ckpt.restore(todo, sweep.KEY_COLUMNS, engine.state_template) if ckpt else None
-        chunks = sweep.plan(todo, max_batch, resumed)
-        if lead:
-            print(f"attnsim: {len(todo)} runs to do ({len(runs) - len(todo)} already done) in {len(chunks)} chunks "
-                  f"on {jax.device_count()} {jax.default_backend()} device(s) in {jax.process_count()} process(es), "
-                  f"padding waste {sweep.padding_waste(todo, chunks):.0%}", file=sys.stderr)
-            if resumed:
-                print(f"attnsim: resuming a chunk of {len(chunks[0].rows)} runs from its checkpoint at step "
-                      f"{resumed.steps_done} of {cfg.steps}", file=sys.stderr)
-        start = time.time()
-        try:
-            with tqdm(total=len(todo), unit="run", disable=None if lead else True, file=sys.stderr,
-                      bar_format="{l_bar}{bar}| {n:.1f}/{total} runs [{elapsed}<{remaining}, {rate_fmt}]") as bar:
-                for rows in sweep.iterate(cfg, todo, chunks=chunks, engine=engine, resumed=resumed,
-                                          checkpointer=ckpt, progress=bar.update):
-                    if lead:
-                        sweep.append_results(results_path, rows)
-                        checkpoint.fault("chunk")
-        finally:
-            if ckpt:
-                ckpt.close()  # waits for a save in flight
-        if lead:
-            print(f"attnsim: {len(todo)} runs in {time.time() - start:.1f} s -> {results_path}", file=sys.stderr)
+        return 0
+    _train(cfg, workdir, fingerprint, max_batch, todo, done=len(runs) - len(todo))
     if not lead:
         return 0
-    shutil.rmtree(workdir / "checkpoints", ignore_errors=True)  # every run is in results.csv
+    shutil.rmtree(workdir / CHECKPOINTS, ignore_errors=True)  # every run is in results.csv
     results = sweep.read_results(results_path)
     figs = plots.plot_test_error(results, workdir / "test_error.png")
     n_div = int(results.diverged.sum())
@@ -223,6 +214,44 @@ def _sweep(cfg, workdir: Path, fingerprint: dict, max_batch: int) -> int:
         print(f"attnsim: warning: {n_div} runs diverged (diverged=True in results.csv)", file=sys.stderr)
     print(f"attnsim: wrote {results_path} and {', '.join(str(f) for f in figs)}")
     return 0
+
+
+def _train(cfg, workdir: Path, fingerprint: dict, max_batch: int, todo, done: int) -> None:
+    """Train the runs ``todo`` (resuming a checkpointed chunk) and append their rows to results.csv."""
+    import jax
+    from tqdm import tqdm
+
+    from attnsim import checkpoint, sweep
+
+    results_path = workdir / "results.csv"
+    lead = jax.process_index() == 0
+    # Checkpoints are per process: with several processes only finished chunks are kept (results.csv).
+    ckpt = (checkpoint.Checkpointer(workdir / CHECKPOINTS, fingerprint, cfg.checkpoint_seconds)
+            if jax.process_count() == 1 else None)
+    engine = sweep.Engine(cfg)
+    resumed = ckpt.restore(todo, sweep.KEY_COLUMNS, engine.state_template) if ckpt else None
+    chunks = sweep.plan(todo, max_batch, resumed)
+    if lead:
+        print(f"attnsim: {len(todo)} runs to do ({done} already done) in {len(chunks)} chunks "
+              f"on {jax.device_count()} {jax.default_backend()} device(s) in {jax.process_count()} process(es), "
+              f"padding waste {sweep.padding_waste(todo, chunks):.0%}", file=sys.stderr)
+        if resumed:
+            print(f"attnsim: resuming a chunk of {len(chunks[0].rows)} runs from its checkpoint at step "
+                  f"{resumed.steps_done} of {cfg.steps}", file=sys.stderr)
+    start = time.time()
+    try:
+        with tqdm(total=len(todo), unit="run", disable=None if lead else True, file=sys.stderr,
+                  bar_format="{l_bar}{bar}| {n:.1f}/{total} runs [{elapsed}<{remaining}, {rate_fmt}]") as bar:
+            for rows in sweep.iterate(cfg, todo, chunks=chunks, engine=engine, resumed=resumed,
+                                      checkpointer=ckpt, progress=bar.update):
+                if lead:
+                    sweep.append_results(results_path, rows)
+                    checkpoint.fault("chunk")
+    finally:
+        if ckpt:
+            ckpt.close()  # waits for a save in flight
+    if lead:
+        print(f"attnsim: {len(todo)} runs in {time.time() - start:.1f} s -> {results_path}", file=sys.stderr)
 
 
 def _theory_setup(args, overrides):

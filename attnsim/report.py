@@ -36,9 +36,10 @@ def read_workdir(workdir: Path) -> tuple[pd.DataFrame | None, dict]:
     workdir = Path(workdir)
     dirs = [workdir] if (workdir / "results.csv").is_file() else sorted(
         p.parent for p in workdir.glob("*/results.csv"))
-    if not dirs:
+    tables = [t for t in (sweep.read_results(d / "results.csv") for d in dirs) if t is not None]
+    if not tables:
         return None, {}
-    results = pd.concat([pd.read_csv(d / "results.csv") for d in dirs], ignore_index=True)
+    results = pd.concat(tables, ignore_index=True)
     cfg_file = next((d / "config.json" for d in [workdir, *dirs] if (d / "config.json").is_file()), None)
     return results, (json.loads(cfg_file.read_text()).get("config", {}) if cfg_file else {})
 

@@ -17,7 +17,7 @@ import io
 import itertools
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -186,16 +186,15 @@ class Engine:
     def __init__(self, cfg: ml_collections.ConfigDict, devices=None):
         self.cfg = cfg
         self.devices = list(devices or jax.local_devices())
-        self.mesh = Mesh(np.array(self.devices), ("runs",))
 
     def static(self, n_max: int) -> training.Static:
         c = self.cfg
         return training.Static(d=c.d, L=c.L, r=c.r, r_t=c.r_t, n_max=n_max, optimizer=c.optimizer,
                                steps=c.steps, n_test=c.n_test, test_chunk=c.test_chunk, lin_input=c.lin_input)
 
-    def _programs(self, n_max: int):
-        """(setup, train, finish), jitted for chunks padded to ``n_max`` samples."""
-        return _programs(self.static(n_max), tuple(self.devices))
+    def programs(self, n_max: int) -> "_Programs":
+        """The compiled programs for chunks padded to ``n_max`` samples."""
+        return _compile(self.static(n_max), tuple(self.devices))
 
     def padded_shape(self, chunk: Chunk) -> tuple[int, int]:
         """(seeds, runs per seed) a chunk is padded to: powers of two, the runs a multiple of the device
@@ -204,11 +203,10 @@ class Engine:
 
     def state_template(self, n_max: int, shape: tuple[int, int]):
         """The structure of a chunk's TrainState padded to ``shape``, as zero host arrays."""
-        setup = self._programs(n_max)[0]
         one = _hparams(self.cfg, pd.DataFrame({c: [v] for c, v in _TEMPLATE_RUN.items()}), [0])
         hp = _pad(jax.tree.map(lambda a: a[None], one), shape)  # (seeds, runs, ...)
         keys = jnp.stack([data.seed_key(0, 0)] * shape[0])
-        abstract = jax.eval_shape(setup, keys, hp)[1]
+        abstract = jax.eval_shape(_setup(self.static(n_max)), keys, hp)[1]  # unsharded: any shape restores
         return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract)
 
     def run_chunk(self, runs: pd.DataFrame, chunk: Chunk, resume_state=None, steps_done: int = 0,
@@ -222,18 +220,18 @@ class Engine:
         hp = jax.tree.map(lambda *a: jnp.stack(a), *[_hparams(self.cfg, runs, g) for g in chunk.groups])
         hp = _pad(hp, shape)
         keys = _pad(jnp.stack([data.seed_key(self.cfg.seed, s) for s in chunk.seeds]), shape[:1])
-        setup, train, finish = self._programs(chunk.n_max)
-        sd, state = setup(keys, hp)
+        prog = self.programs(chunk.n_max)
+        sd, state = prog.setup(keys, hp)
         if resume_state is not None:
-            state = jax.device_put(_pad(resume_state, shape), NamedSharding(self.mesh, P(None, "runs")))
+            state = jax.device_put(_pad(resume_state, shape), prog.runs)
         done = steps_done
         while done < self.cfg.steps:
             k = min(self.cfg.checkpoint_every, self.cfg.steps - done)
-            state = train(sd, hp, state, k)
+            state = prog.train(sd, hp, state, k)
             done += k
             if after_segment is not None:
                 after_segment(state, done)
-        metrics = jax.device_get(finish(sd, hp, state))
+        metrics = jax.device_get(prog.finish(sd, hp, state))
         table = np.empty((len(chunk.rows), 1 + len(METRIC_COLUMNS)), np.float32)
         table[:, 0] = chunk.rows
         for j, name in enumerate(METRIC_COLUMNS):
@@ -241,25 +239,39 @@ class Engine:
         return table
 
 
-@functools.lru_cache(maxsize=32)
-def _programs(st: training.Static, devices: tuple):
-    """(setup, train, finish) of Engine, jitted over a mesh of ``devices``; cached, so that engines of the
-    same shapes in one process share their compiled programs."""
-    mesh = Mesh(np.array(devices), ("runs",))
+def _setup(st: training.Static) -> Callable:
+    """``setup(keys (seeds,), hp (seeds, runs)) -> (SeedData per seed, TrainState per run)``."""
     seed_data = jax.vmap(training.make_seed_data(st))
-    per_run = lambda f, *extra: jax.vmap(jax.vmap(f, in_axes=(None, 0, 0, *extra)), in_axes=(0, 0, 0, *extra))
     init = jax.vmap(jax.vmap(functools.partial(training.init_state, st), in_axes=(None, 0)))
-    train = per_run(functools.partial(training.train_steps, st), None)
-    finish = per_run(lambda sd, hp, state: training.evaluate(st, sd, hp, state.Q))
-    one, runs = NamedSharding(mesh, P()), NamedSharding(mesh, P(None, "runs"))
 
     def setup(keys, hp):
         sd = seed_data(keys)
         return sd, init(sd, hp)
 
-    return (jax.jit(setup, in_shardings=(one, runs), out_shardings=(one, runs)),
-            jax.jit(train, in_shardings=(one, runs, runs, one), out_shardings=runs, donate_argnums=2),
-            jax.jit(finish, in_shardings=(one, runs, runs), out_shardings=runs))
+    return setup
+
+
+class _Programs(NamedTuple):
+    setup: Callable  # (keys, hp) -> (sd, state)
+    train: Callable  # (sd, hp, state, steps) -> state
+    finish: Callable  # (sd, hp, state) -> metrics
+    runs: NamedSharding  # of everything with a run axis: (seeds, runs, ...)
+
+
+@functools.lru_cache(maxsize=32)
+def _compile(st: training.Static, devices: tuple) -> _Programs:
+    """Engine's programs, jitted over a mesh of ``devices`` with the run axis sharded; cached, so that
+    engines of the same shapes in one process share them. (No buffer donation: an async checkpoint may
+    still be copying the state.)"""
+    mesh = Mesh(np.array(devices), ("runs",))
+    per_run = lambda f, *extra: jax.vmap(jax.vmap(f, in_axes=(None, 0, 0, *extra)), in_axes=(0, 0, 0, *extra))
+    train = per_run(functools.partial(training.train_steps, st), None)
+    finish = per_run(lambda sd, hp, state: training.evaluate(st, sd, hp, state.Q))
+    one, runs = NamedSharding(mesh, P()), NamedSharding(mesh, P(None, "runs"))
+    return _Programs(setup=jax.jit(_setup(st), in_shardings=(one, runs), out_shardings=(one, runs)),
+                     train=jax.jit(train, in_shardings=(one, runs, runs, one), out_shardings=runs),
+                     finish=jax.jit(finish, in_shardings=(one, runs, runs), out_shardings=runs),
+                     runs=runs)
 
 
 # Any valid run: only its structure matters (Engine.state_template).
@@ -307,13 +319,15 @@ def iterate(cfg: ml_collections.ConfigDict, runs: pd.DataFrame, max_batch: int |
     if chunks is None:
         chunks = plan(runs, max_batch or default_max_batch(cfg, len(engine.devices)), resumed)
     progress = progress or (lambda k: None)
+    if resumed is not None and chunks[0] != Chunk(resumed.seeds, resumed.n_max, resumed.groups):
+        raise ValueError("the resumed chunk must come first (see sweep.plan)")
     procs, me = jax.process_count(), jax.process_index()
     if procs == 1:
         for i, chunk in enumerate(chunks):
             start = resumed if i == 0 and resumed is not None else None
             done = start.steps_done if start else 0
             progress(len(chunk.rows) * done / cfg.steps)
-            after = _after_segment(runs, chunk, checkpointer, done,
+            after = _after_segment(runs, chunk, checkpointer, done, cfg.steps,
                                    lambda k, c=len(chunk.rows): progress(c * k / cfg.steps))
             yield _rows(runs, engine.run_chunk(runs, chunk, start and start.state, done, after))
         return
@@ -334,18 +348,20 @@ def iterate(cfg: ml_collections.ConfigDict, runs: pd.DataFrame, max_batch: int |
 
 
 def _after_segment(runs: pd.DataFrame, chunk: Chunk, checkpointer: checkpoint.Checkpointer | None,
-                   steps_done: int, progress: Callable[[int], None]) -> Callable:
-    """The callback after each training segment of a chunk that starts at ``steps_done``:
-    ``progress(steps of the segment)``, a save (when due), then the fault hook."""
+                   steps_done: int, steps: int, progress: Callable[[float], None]) -> Callable:
+    """The callback after each training segment of a chunk that starts at ``steps_done`` of ``steps``:
+    ``progress(steps of the segment)``, a save (when due; none after the last segment, whose results
+    follow at once), then the fault hook."""
     if checkpointer is not None:
         checkpointer.start_chunk()
         record = _record(runs, chunk)
-    previous = [steps_done]
+    previous = steps_done
 
     def after(state, done):
-        progress(done - previous[0])
-        previous[0] = done
-        if checkpointer is not None:
+        nonlocal previous
+        progress(done - previous)
+        previous = done
+        if checkpointer is not None and done < steps:
             checkpointer.maybe_save(record, state, done)
         checkpoint.fault("segment", before=checkpointer and checkpointer.wait)
 
@@ -353,20 +369,22 @@ def _after_segment(runs: pd.DataFrame, chunk: Chunk, checkpointer: checkpoint.Ch
 
 
 def read_results(path: Path) -> pd.DataFrame | None:
-    """results.csv, or None if there is none. A last line cut short (a kill during a write) is dropped."""
-    if not path.exists():
-        return None
-    text = path.read_text()
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    return pd.read_csv(io.StringIO(text)) if text.strip() else None
+    """results.csv, or None if it holds no row. A last line cut short (a kill during a write) is ignored
+    (and overwritten by the next :func:`append_results`)."""
+    text = path.read_text() if path.exists() else ""
+    text = text[: text.rfind("\n") + 1]
+    return pd.read_csv(io.StringIO(text)) if text.count("\n") > 1 else None
 
 
 def append_results(path: Path, rows: pd.DataFrame) -> None:
-    """Append rows to results.csv (the header first if new) in one write, flushed to disk."""
-    text = rows.to_csv(header=not path.exists() or path.stat().st_size == 0, index=False)
-    with open(path, "a") as f:
-        f.write(text)
+    """Append rows to results.csv in one write, flushed to disk: after its last complete line (a line cut
+    short by a kill is overwritten), with the header first if the file holds none."""
+    with open(path, "a+b") as f:
+        f.seek(0)
+        data = f.read()
+        keep = data.rfind(b"\n") + 1
+        f.truncate(keep)
+        f.write(rows.to_csv(header=keep == 0, index=False).encode())
         f.flush()
         os.fsync(f.fileno())
 
@@ -385,5 +403,4 @@ def global_minimum(results: pd.DataFrame) -> pd.DataFrame:
     Diverged runs never win."""
     ok = results[~results.diverged.astype(bool)].reset_index(drop=True)  # idxmin needs unique labels
     point = [c for c in ("d", "omega", "sigma", "lam", "alpha", "seed") if c in ok]
-    idx = ok.groupby(point)["train_loss"].idxmin()
-    return ok.loc[idx.dropna().astype(int)]
+    return ok.loc[ok.groupby(point)["train_loss"].idxmin()]

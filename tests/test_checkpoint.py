@@ -22,13 +22,18 @@ TINY = ["--config.d=16", "--config.alphas=(1.5,2.0)", "--config.seeds=3", "--con
         "--config.checkpoint_seconds=0"]
 
 
-def _killed(workdir: Path, fault: str, devices: int = 1) -> None:
-    """Run the sweep in a subprocess that the fault hook kills (the subprocesses share a compilation cache)."""
+def _subprocess(workdir: Path, fault: str = "", devices: int = 1, extra=()) -> subprocess.CompletedProcess:
+    """Run the sweep in a subprocess on ``devices`` CPU devices (they share a compilation cache)."""
     env = dict(os.environ, ATTNSIM_FAULT=fault, ATTNSIM_COMPILATION_CACHE=str(workdir.parent / "jax_cache"),
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    out = subprocess.run([sys.executable, "-m", "attnsim.cli", "run", "--config", "configs/demo.py",
-                          "--workdir", str(workdir), *TINY], env=env, capture_output=True, text=True,
-                         cwd=Path(__file__).parents[1], timeout=600)
+    return subprocess.run([sys.executable, "-m", "attnsim.cli", "run", "--config", "configs/demo.py",
+                           "--workdir", str(workdir), *TINY, *extra], env=env, capture_output=True, text=True,
+                          cwd=Path(__file__).parents[1], timeout=600)
+
+
+def _killed(workdir: Path, fault: str, devices: int = 1, extra=()) -> None:
+    """Run the sweep in a subprocess that the fault hook kills."""
+    out = _subprocess(workdir, fault, devices, extra)
     assert out.returncode == -signal.SIGKILL, out.stderr
 
 
@@ -67,7 +72,8 @@ def test_killed_sweep_resumes_bit_identical(reference, tmp_path, capsys, fault, 
         assert "resuming a chunk of 4 runs from its checkpoint " + resumes_at in log
     else:
         assert "resuming" not in log and "8 runs to do (4 already done)" in log
-    assert "already in" in _run(tmp_path, capsys)  # a finished sweep: nothing to do
+    again = _run(tmp_path, capsys).strip()
+    assert "already in" in again and "\n" not in again  # a finished sweep: one line, nothing done
 
 
 def test_damaged_checkpoint_falls_back_to_the_previous(reference, tmp_path, capsys):
@@ -82,11 +88,25 @@ def test_damaged_checkpoint_falls_back_to_the_previous(reference, tmp_path, caps
     assert _lines(tmp_path) == _lines(reference)
 
 
+def _assert_close(workdir: Path, reference: Path) -> None:
+    """Same runs, metrics equal up to float32 reduction order (another device count or chunk plan)."""
+    got, want = (pd.read_csv(p / "results.csv").sort_values(sweep.KEY_COLUMNS, ignore_index=True)
+                 for p in (workdir, reference))
+    pd.testing.assert_frame_equal(got[sweep.RUN_COLUMNS], want[sweep.RUN_COLUMNS])
+    for col in ("train_loss", "test_error", "m", "theta", "q"):
+        np.testing.assert_allclose(got[col], want[col], rtol=1e-5, atol=1e-7, err_msg=col)
+
+
 def test_four_device_checkpoint_resumes_on_one_device(reference, tmp_path, capsys):
     _killed(tmp_path, "segment:3", devices=4)
     assert "from its checkpoint at step 30 of 60" in _run(tmp_path, capsys)
-    got, want = (pd.read_csv(p / "results.csv").sort_values(sweep.KEY_COLUMNS, ignore_index=True)
-                 for p in (tmp_path, reference))
-    pd.testing.assert_frame_equal(got[sweep.RUN_COLUMNS], want[sweep.RUN_COLUMNS])
-    for col in ("train_loss", "test_error", "m", "theta", "q"):  # equal up to float32 reduction order
-        np.testing.assert_allclose(got[col], want[col], rtol=1e-5, atol=1e-7, err_msg=col)
+    _assert_close(tmp_path, reference)
+
+
+def test_one_device_checkpoint_resumes_on_four_devices(reference, tmp_path):
+    """Saved with 2 runs per chunk on 1 device; 4 devices pad the run axis to 4 on restore."""
+    _killed(tmp_path, "segment:3", extra=["--config.max_batch=2"])
+    out = _subprocess(tmp_path, devices=4, extra=["--config.max_batch=2"])
+    assert out.returncode == 0, out.stderr
+    assert "resuming a chunk of 2 runs from its checkpoint at step 30 of 60" in out.stderr
+    _assert_close(tmp_path, reference)

@@ -75,3 +75,20 @@ def test_global_minimum_picks_lowest_train_loss():
     assert list(g.init) == ["semantic", "random"]
     two_d = pd.concat([df.assign(d=10), df.assign(d=20, train_loss=[1.0, 2.0, 1.0, np.nan])])
     assert list(sweep.global_minimum(two_d).init) == ["semantic", "random", "random", "random"]  # per d
+
+
+def test_results_file_survives_a_line_cut_short(tmp_path):
+    """A kill during a write leaves a partial last line: it is ignored on reading and overwritten by the
+    next append; a partial header is rewritten whole."""
+    path = tmp_path / "results.csv"
+    rows = pd.DataFrame(dict(omega=[0.1, 0.2, 0.3], seed=[0, 1, 2]))
+    sweep.append_results(path, rows.iloc[:1])
+    with open(path, "a") as f:
+        f.write("0.2,")  # cut short
+    assert sweep.read_results(path).equals(rows.iloc[:1])
+    sweep.append_results(path, rows.iloc[1:])
+    assert sweep.read_results(path).equals(rows)
+    path.write_text("ome")  # a header cut short
+    assert sweep.read_results(path) is None
+    sweep.append_results(path, rows)
+    assert sweep.read_results(path).equals(rows)

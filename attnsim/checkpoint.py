@@ -127,7 +127,8 @@ class Checkpointer:
                 continue
             like = template(meta["n_max"], shape)
             try:
-                state = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(like)))["state"]
+                args = ocp.args.Composite(state=ocp.args.StandardRestore(like))
+                state = self.manager.restore(step, args=args)["state"]
                 if digest(state) != meta["digest"]:
                     raise ValueError("the restored state does not match its digest")
             except Exception as e:  # missing, truncated or altered files

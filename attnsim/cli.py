@@ -146,7 +146,8 @@ def _run(args, overrides) -> int:
         if diff:
             f = diff[0]
             raise config_lib.ConfigError(
-                f"--workdir {workdir}: holds results of a different config ({f}={old.get(f)!r}, now {fingerprint.get(f)!r}); "
+                f"--workdir {workdir}: holds results of a different config "
+                f"({f}={old.get(f)!r}, now {fingerprint.get(f)!r}); "
                 "use another workdir or --overwrite")
     if jax.process_index() == 0:
         if args.overwrite:

@@ -29,6 +29,19 @@ LIN_INPUTS = ("x", "z")
 PAPER_ALPHAS = tuple(float(a) for a in np.round(np.linspace(0.01, 2.0, 25), 6))
 
 
+# The reduced variants' alpha grid (configs/*.py:small).
+SMALL_ALPHAS = (0.25, 0.5, 1.0, 1.25, 1.5, 2.0)
+
+
+def experiment(arg: str | None, full: dict, small: dict) -> ml_collections.ConfigDict:
+    """An experiment config (configs/*.py): the fields ``full``, updated by ``small`` (and the name suffixed
+    "-small") when ``arg == "small"``; any other argument is an error."""
+    if arg not in (None, "small"):
+        raise ValueError(f"unknown argument {arg!r} (use 'small' or nothing)")
+    fields = dict(full, **small, name=full["name"] + "-small") if arg == "small" else full
+    return ml_collections.ConfigDict(fields)
+
+
 class ConfigError(ValueError):
     """An invalid config field, CLI argument or path: reported as one line, exit status 2."""
 

@@ -235,7 +235,8 @@ class Engine:
         table = np.empty((len(chunk.rows), 1 + len(METRIC_COLUMNS)), np.float32)
         table[:, 0] = chunk.rows
         for j, name in enumerate(METRIC_COLUMNS):
-            table[:, 1 + j] = np.concatenate([np.asarray(metrics[name])[i, : len(g)] for i, g in enumerate(chunk.groups)])
+            values = np.asarray(metrics[name])
+            table[:, 1 + j] = np.concatenate([values[i, : len(g)] for i, g in enumerate(chunk.groups)])
         return table
 
 

@@ -6,22 +6,12 @@ positional init too (at alpha <= 0.5 a random init sometimes ends in a worse min
 biases a 4-seed global minimum by several %).
 """
 
-import ml_collections
-import numpy as np
+from attnsim.config import PAPER_ALPHAS, experiment
 
 
 def get_config(arg=None):
-    c = ml_collections.ConfigDict()
-    c.name = "omega03"
-    c.d = 1000
-    c.omega = 0.3
-    c.alphas = tuple(float(a) for a in np.round(np.linspace(0.01, 2.0, 25), 6))
-    c.seeds = 4
-    c.inits = ("random", "semantic")
-    if arg == "small":
-        c.name = "omega03-small"
-        c.alphas = (0.5, 1.0, 1.5, 2.0)
-        c.inits = ("random", "semantic", "positional")
-    elif arg:
-        raise ValueError(f"unknown argument {arg!r} (use 'small' or nothing)")
-    return c
+    return experiment(
+        arg,
+        full=dict(name="omega03", d=1000, omega=0.3, alphas=PAPER_ALPHAS, seeds=4, inits=("random", "semantic")),
+        small=dict(alphas=(0.5, 1.0, 1.5, 2.0), inits=("random", "semantic", "positional")),
+    )

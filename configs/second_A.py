@@ -3,25 +3,13 @@
 Argument `small` (configs/second_A.py:small): d = 200, 6 alphas, 2 seeds.
 """
 
-import ml_collections
-import numpy as np
+from attnsim.config import PAPER_ALPHAS, SMALL_ALPHAS, experiment
 
 
 def get_config(arg=None):
-    c = ml_collections.ConfigDict()
-    c.name = "second_A"
-    c.d = 1000
-    c.A = "second"
-    c.omega = 0.3
-    c.alphas = tuple(float(a) for a in np.round(np.linspace(0.01, 2.0, 25), 6))
-    c.seeds = 4
-    c.inits = ("positional", "semantic")
-    if arg == "small":
-        c.name = "second_A-small"
-        c.d = 200
-        c.alphas = (0.25, 0.5, 1.0, 1.25, 1.5, 2.0)
-        c.seeds = 2
-        c.n_test = 4000
-    elif arg:
-        raise ValueError(f"unknown argument {arg!r} (use 'small' or nothing)")
-    return c
+    return experiment(
+        arg,
+        full=dict(name="second_A", d=1000, A="second", omega=0.3, alphas=PAPER_ALPHAS, seeds=4,
+                  inits=("positional", "semantic")),
+        small=dict(d=200, alphas=SMALL_ALPHAS, seeds=2, n_test=4000),
+    )

@@ -31,27 +31,29 @@ from attnsim import config as config_lib, data, sweep, training
 
 
 def _timed(fn, *args) -> float:
-    jax.block_until_ready(fn(*args))  # compile and warm up
-    t = time.perf_counter()
+    """Best wall time of three calls after a first one that compiles."""
     jax.block_until_ready(fn(*args))
-    return time.perf_counter() - t
+    best = np.inf
+    for _ in range(3):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t)
+    return best
 
 
-def _hp_batch(count: int, n: int) -> training.HParams:
-    inits = ["random", "semantic"]
-    hps = [training.hparams(omega=0.1 + 0.4 * i / max(1, count - 1), n=n, init=inits[i % 2]) for i in range(count)]
-    return jax.tree.map(lambda *a: jnp.stack(a), *hps)
-
-
-def engine_step_cost(d: int, n: int, batch: int, steps=(50, 250)) -> float:
-    """Seconds per run per step of a chunk of ``batch`` runs."""
-    key = data.seed_key(0, 0)
-    hp = _hp_batch(batch, n)
+def engine_step_cost(d: int, n: int, batch: int) -> float:
+    """Seconds per run per step of the engine on a chunk of ``batch`` runs of one seed (different omegas):
+    the difference between two step counts, the larger one chosen so that the extra steps stream ~100 GB
+    of training inputs (enough to drown dispatch and set-up noise)."""
+    steps = (50, 50 + max(200, int(1e11 / (batch * n * 2 * d * 4 * 2))))
     times = []
     for s in steps:
-        st = training.Static(d=d, n_max=n, steps=s, n_test=1, test_chunk=1)
-        fn = jax.jit(jax.vmap(training.make_run(st), in_axes=(None, 0)))
-        times.append(_timed(fn, key, hp))
+        cfg = config_lib.default_config()
+        cfg.update(dict(d=d, alphas=(n / d,), omegas=tuple(np.linspace(0.1, 0.5, batch)), inits=("random",),
+                        steps=s, n_test=1, test_chunk=1, checkpoint_every=s))
+        runs = sweep.expand_grid(cfg)
+        engine, (chunk,) = sweep.Engine(cfg), sweep.plan_chunks(runs, batch)
+        times.append(_timed(engine.run_chunk, runs, chunk))
     return (times[1] - times[0]) / (steps[1] - steps[0]) / batch
 
 
@@ -90,14 +92,13 @@ def read_bandwidth(gib: float = 2.0) -> float:
 
 
 def whole_run_seconds(d: int = 1000, alpha: float = 2.0) -> float:
-    n = int(round(alpha * d))
-    st = training.Static(d=d, n_max=n, steps=5000, n_test=10000)
-    fn = jax.jit(training.make_run(st))
-    key, hp = data.seed_key(0, 0), training.hparams(n=n, init="semantic")
-    jax.block_until_ready(fn.lower(key, hp).compile()(key, hp))
-    t = time.perf_counter()
-    jax.block_until_ready(fn(key, hp))
-    return time.perf_counter() - t
+    """Wall time of one run through the engine (5000 steps in segments of 500, 10,000 test samples,
+    the baseline), compiled beforehand."""
+    cfg = config_lib.default_config()
+    cfg.update(dict(d=d, alphas=(alpha,), inits=("semantic",)))
+    runs = sweep.expand_grid(cfg)
+    engine, (chunk,) = sweep.Engine(cfg), sweep.plan_chunks(runs, 1)
+    return _timed(engine.run_chunk, runs, chunk)
 
 
 def main() -> None:

@@ -150,5 +150,5 @@ class Checkpointer:
 
     def close(self) -> None:
         """Wait for a save in flight, then release the manager."""
-        self.manager.wait_until_finished()
+        self.wait()
         self.manager.close()

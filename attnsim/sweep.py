@@ -1,9 +1,10 @@
 """A sweep: the config's grid of runs, grouped into batched, compiled chunks.
 
 A run is one (omega, sigma, lam, alpha, seed, init). Runs of one seed share their training and test
-data (``attnsim.data``), so ``training.make_run`` is vmapped over a group of runs of one seed with the
-seed key unbatched: the data is drawn once and every step is a matrix-matrix product over the group.
-A chunk (one compiled call) vmaps that again over the groups of several seeds. Runs with different n
+data (``attnsim.data``), so the pieces of a run (``training.make_seed_data``, ``init_state``,
+``train_steps``, ``evaluate``) are vmapped over a group of runs of one seed with the seed data unbatched:
+the data is drawn once and every step is a matrix-matrix product over the group. A chunk vmaps that
+again over the groups of several seeds (see Engine). Runs with different n
 share a group by padding to its largest n (masked out of the loss); groups are cut so that no run's n
 is below ``MIN_FILL`` of the group's largest, which bounds the padded work. The run axis is sharded
 over the local devices.
@@ -288,11 +289,15 @@ def _rows(runs: pd.DataFrame, table: np.ndarray) -> pd.DataFrame:
     return out
 
 
+def _resumed_chunk(resumed: checkpoint.Resumed) -> Chunk:
+    return Chunk(resumed.seeds, resumed.n_max, resumed.groups)
+
+
 def plan(runs: pd.DataFrame, max_batch: int, resumed: checkpoint.Resumed | None = None) -> list[Chunk]:
     """The chunks of ``runs`` in order: the chunk resumed from a checkpoint, if any, then the rest."""
     if resumed is None:
         return plan_chunks(runs, max_batch)
-    first = Chunk(resumed.seeds, resumed.n_max, resumed.groups)
+    first = _resumed_chunk(resumed)
     return [first] + plan_chunks(runs.drop(list(first.rows)), max_batch)
 
 
@@ -320,7 +325,7 @@ def iterate(cfg: ml_collections.ConfigDict, runs: pd.DataFrame, max_batch: int |
     if chunks is None:
         chunks = plan(runs, max_batch or default_max_batch(cfg, len(engine.devices)), resumed)
     progress = progress or (lambda k: None)
-    if resumed is not None and chunks[0] != Chunk(resumed.seeds, resumed.n_max, resumed.groups):
+    if resumed is not None and chunks[0] != _resumed_chunk(resumed):
         raise ValueError("the resumed chunk must come first (see sweep.plan)")
     procs, me = jax.process_count(), jax.process_index()
     if procs == 1:
@@ -381,10 +386,12 @@ def append_results(path: Path, rows: pd.DataFrame) -> None:
     """Append rows to results.csv in one write, flushed to disk: after its last complete line (a line cut
     short by a kill is overwritten), with the header first if the file holds none."""
     with open(path, "a+b") as f:
-        f.seek(0)
-        data = f.read()
-        keep = data.rfind(b"\n") + 1
-        f.truncate(keep)
+        keep = f.seek(0, os.SEEK_END)
+        f.seek(max(keep - 1, 0))
+        if keep and f.read(1) != b"\n":  # a line cut short (rare): find the last complete one
+            f.seek(0)
+            keep = f.read().rfind(b"\n") + 1
+            f.truncate(keep)
         f.write(rows.to_csv(header=keep == 0, index=False).encode())
         f.flush()
         os.fsync(f.fileno())

@@ -1,9 +1,10 @@
 """One run: a pure function of (static shapes, seed key, per-run hyper-parameter arrays).
 
 ``run = make_run(static)`` returns ``run(seed_key, hp) -> (Q, metrics)``: draws the seed's data, trains
-the tied attention student with optax under ``lax.scan``, fits the linear baseline in closed form and
-evaluates both. A sweep is ``jax.vmap(run, in_axes=(None, 0))`` over runs of one seed (the data is then
-drawn once and shared, because it depends only on the unbatched key) and a further ``vmap`` over seeds.
+the tied attention student with optax (``train_steps``, a ``lax.fori_loop``), fits the linear baseline in
+closed form and evaluates both. A sweep (``attnsim.sweep.Engine``) vmaps the same pieces (seed data,
+init, training segments, evaluation) over runs of one seed, whose data is drawn once and shared, and a
+further ``vmap`` over seeds.
 
 The fast path. Write y - f(x) = (T - S) z - S p with S = softmax(h h^T), h = x Q / sqrt(d), and
 T = (1 - omega) softmax(t t^T) + omega A. Then |y - f|^2 / d depends on a sample only through the

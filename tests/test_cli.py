@@ -37,6 +37,8 @@ BAD = [
     (["--config.memory_budget=0.001", "--config.d=4000"], "config.memory_budget"),
     (["--config.n_test=0"], "config.n_test"),
     (["--config.lin_input=y"], "config.lin_input"),
+    (["--config.checkpoint_every=0"], "config.checkpoint_every"),
+    (["--config.checkpoint_seconds=-1"], "config.checkpoint_seconds"),
 ]
 
 

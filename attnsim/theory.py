@@ -233,6 +233,29 @@ def quad_rule_sym(K: int) -> Quad:
     return quad_rule_folded(K, swap=True)
 
 
+AUTHORS = "authors"  # quad_order value: the authors' cubature (quad_rule_authors), to reproduce their files
+AUTHORS_OBS_ORDER = 16  # Gauss-Hermite order of test_error and E[M] under quad_order="authors"
+
+
+@functools.lru_cache(maxsize=None)
+def quad_rule_authors() -> Quad:
+    """The cubature behind the authors' published fixed points (THEORY.md, "Numerics"): 144 nodes.
+
+    Their notebook integrates the hat updates with ``quadpy.e2r2.get_good_scheme(7)``, once over
+    (xi_1, xi_2) and once over (y_1, y_2): the 12-point fully symmetric degree-7 rule for the weight
+    exp(-|u|^2) in the plane (Stroud, *Approximate calculation of multiple integrals*, 1971, E2r2 7-1:
+    (+-r, 0), (0, +-r) with r^2 = 3; (+-s, +-s), (+-t, +-t) with s^2, t^2 = (9 -+ 3 sqrt 5) / 8; weights
+    pi/36, pi (5 +- 2 sqrt 5) / 45), scaled by sqrt 2 to standard Gaussians. It is exact for polynomials of
+    degree 7 in each pair (tests/test_theory.py) and invariant under every symmetry quad_rule_folded uses.
+    """
+    s5 = np.sqrt(5.0)
+    r, s, t = np.sqrt(3.0), np.sqrt((9 - 3 * s5) / 8), np.sqrt((9 + 3 * s5) / 8)
+    signs = np.array([(1, 1), (1, -1), (-1, 1), (-1, -1)], np.float64)
+    pts_12x2 = np.sqrt(2.0) * np.concatenate([np.array([(r, 0), (0, r), (-r, 0), (0, -r)]), s * signs, t * signs])
+    w_12 = np.repeat([1 / 36, (5 + 2 * s5) / 45, (5 - 2 * s5) / 45], 4)
+    return Quad(np.repeat(pts_12x2, 12, axis=0), np.tile(pts_12x2, (12, 1)), np.repeat(w_12, 12) * np.tile(w_12, 12))
+
+
 # ----------------------------------------------------------------------------------------------------
 # The inner two-dimensional problem (all arrays broadcast elementwise: any shape ...)
 # ----------------------------------------------------------------------------------------------------
@@ -412,7 +435,7 @@ def overlap_map(x_4, h_2xN, pb: Problem, quad: Quad, full: bool):
       x_4: (q, m, V, theta), float64. h_2xN: warm start of h* (one of the starts when ``full``).
       full: bool (traced or not): the global search (``inner_full``) instead of Newton from h_2xN.
     Returns:
-      (x_new_4, h_2xN, obs) with obs = dict(hats_4, test_error, train_loss) evaluated at x_4.
+      (x_new_4, h_2xN, obs) with obs = dict(hats_4, test_error, train_loss, EM = E[M(h*)]) evaluated at x_4.
     """
     q, m, V, th = x_4[0], x_4[1], x_4[2], x_4[3]
     sigma2 = pb.sigma**2
@@ -442,7 +465,7 @@ def overlap_map(x_4, h_2xN, pb: Problem, quad: Quad, full: bool):
     EM = jnp.sum(wt * _M(h1, h2, nd, V, sigma2))
     phi = 0.5 * (Vh * q - qh * V) - m * mh - th * thh + 0.5 * quad_term / D - 0.5 * al * EM
     test_error = 0.5 * jnp.sum(wt * _loss(nd.w1, nd.w2, nd.T11, nd.T22, sigma2))
-    obs = dict(hats=jnp.stack([qh, mh, Vh, thh]), test_error=test_error, train_loss=-phi)
+    obs = dict(hats=jnp.stack([qh, mh, Vh, thh]), test_error=test_error, train_loss=-phi, EM=EM)
     return x_new, jnp.stack([h1, h2], axis=0), obs
 
 
@@ -597,7 +620,7 @@ def solve_batch(pb_P: Problem, x0_Px4, h0_Px2xN, free_Px4, quad: Quad, max_iter,
             obs=jax.tree.map(keep, s.obs, obs),
         )
 
-    obs0 = dict(hats=jnp.zeros((P, 4)), test_error=jnp.zeros(P), train_loss=jnp.zeros(P))
+    obs0 = dict(hats=jnp.zeros((P, 4)), test_error=jnp.zeros(P), train_loss=jnp.zeros(P), EM=jnp.zeros(P))
     if and0 is None:
         and0 = jax.vmap(_anderson_init)(jax.vmap(_to_z)(x0_Px4, rho_P))
     s0 = _State(x0_Px4, h0_Px2xN, and0, jnp.full(P, jnp.inf), jnp.full(P, jnp.inf), jnp.zeros(P, bool),
@@ -659,10 +682,14 @@ def _continuation_step(carry, a, alpha_P, pb_P: Problem, free_Px4, quad: Quad, c
     return carry, {k: v for k, v in out.items() if k not in ("h", "anderson")}
 
 
-def _problem_quad(K: int, A_2x2, free_4) -> Quad:
+def _problem_quad(K, A_2x2, free_4) -> Quad:
     """The rule for one problem, folded by every symmetry it has (``quad_rule_folded``): swap when
     A_11 = A_22, negate when m is pinned (at 0), flip_y when theta is pinned (at 0); padded with
-    zero-weight nodes to ``_n_nodes(K, swap)`` so that every problem shares one compiled shape."""
+    zero-weight nodes to ``_n_nodes(K, swap)`` so that every problem shares one compiled shape.
+    K = AUTHORS: ``quad_rule_authors`` (unfolded), with the same hats masked."""
+    if K == AUTHORS:
+        mask = np.array([1.0, 0.0 if free_4[1] == 0 else 1.0, 1.0, 0.0 if free_4[3] == 0 else 1.0])
+        return quad_rule_authors()._replace(hat_mask_4=mask)
     swap = _swap_symmetric(A_2x2)
     q = quad_rule_folded(K, swap, bool(free_4[1] == 0), bool(free_4[3] == 0))
     pad = _n_nodes(K, swap) - len(q.wt_N)
@@ -674,8 +701,10 @@ def _swap_symmetric(A_2x2) -> bool:
     return bool(A_2x2[0, 0] == A_2x2[1, 1])
 
 
-def _n_nodes(K: int, swap: bool) -> int:
+def _n_nodes(K, swap: bool) -> int:
     """Nodes of the larger folded rule of the semantic and positional branches."""
+    if K == AUTHORS:
+        return len(quad_rule_authors().wt_N)
     return max(len(quad_rule_folded(K, swap, neg, not neg).wt_N) for neg in (False, True))
 
 
@@ -757,6 +786,11 @@ def solve(omegas, alphas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT_
           branches=("semantic", "positional")) -> pd.DataFrame:
     """Fixed points for every (omega, sigma, lam) x alpha x branch (sigma, lam may be sequences).
 
+    ``quad_order``: Gauss-Hermite nodes per Gaussian dimension, or ``AUTHORS`` ("authors") for the
+    cubature of the authors' published solutions (quad_rule_authors; test_error and train_loss then
+    integrated at order AUTHORS_OBS_ORDER as in _accurate_observables): reproduces
+    ../shared/reference/theory_omega0.3_*.csv, not the converged theory.
+
     Alphas are followed by continuation from the largest down (cold start at the largest from the
     THEORY.md starting point of each branch). Returns one row per (omega, sigma, lam, alpha, branch) with
     columns omega, sigma, lam, alpha, branch, q, m, V, theta, test_error, train_loss, converged,
@@ -768,7 +802,8 @@ def solve(omegas, alphas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT_
     check_supported(2, 1, 1, sigma, A_2x2, al)
     al_desc = np.unique(al)[::-1].copy()
     grid = _grid(omegas, sigma, lam, branches)
-    out = _run_continuation(grid, al_desc, A_2x2, int(quad_order))
+    K = AUTHORS if quad_order == AUTHORS else int(quad_order)
+    out = _run_continuation(grid, al_desc, A_2x2, K)
     nA, P = len(al_desc), len(grid)
     df = pd.concat([grid] * nA, ignore_index=True)
     df.insert(3, "alpha", np.repeat(al_desc, P))
@@ -784,8 +819,41 @@ def solve(omegas, alphas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT_
     df["iterations"] = out["iterations"].ravel().astype(int)
     df["residual"] = out["res"].ravel()
     df["lin_test_error"] = linear_baseline_error(df.omega.to_numpy(), df.sigma.to_numpy(), A_2x2)
+    if K == AUTHORS:
+        df = _accurate_observables(df, out["EM"].ravel(), A_2x2)
     df = _mark_global(df)
     df = df.sort_values(["omega", "sigma", "lam", "alpha", "branch"], kind="stable").reset_index(drop=True)
+    return df
+
+
+@jax.jit
+def _observables_batch(x_Px4, h_Px2xN, pb_P: Problem, quad: Quad):
+    """obs of overlap_map (full inner search) at P points."""
+    return jax.vmap(lambda x, h, pb: overlap_map(x, h, pb, quad, True)[2])(x_Px4, h_Px2xN, pb_P)
+
+
+def _accurate_observables(df: pd.DataFrame, EM_rule, A_2x2) -> pd.DataFrame:
+    """test_error and train_loss of fixed points found with quad_rule_authors, integrated accurately.
+
+    The authors integrated their observables with finer rules than their hat updates (THEORY.md). Here
+    test_error and E[M] (the only integral in train_loss = -Phi besides the hats) are re-integrated at
+    Gauss-Hermite order AUTHORS_OBS_ORDER; the hats stay those of the fixed point's own rule:
+    train_loss += (alpha / 2) (E[M]_accurate - E[M]_rule). Returns df with the two columns replaced.
+    """
+    df = df.copy()
+    with jax.enable_x64(True):
+        for branch in df.branch.unique():
+            rows = (df.branch == branch).to_numpy()
+            quad = Quad(*(jnp.asarray(a, jnp.float64) for a in
+                          _problem_quad(AUTHORS_OBS_ORDER, A_2x2, np.array(_FREE_Q_M_V_TH[branch]))))
+            pb = Problem(*(jnp.asarray(v, jnp.float64) for v in (
+                df.omega[rows], df.sigma[rows], df.lam[rows], df.alpha[rows],
+                np.full(rows.sum(), A_2x2[0, 0]), np.full(rows.sum(), A_2x2[1, 1]))))
+            x = jnp.asarray(_x_of(df[rows]), jnp.float64)
+            h0 = jnp.zeros((rows.sum(), 2, len(quad.wt_N)))
+            obs = _observables_batch(x, h0, pb, quad)
+            df.loc[rows, "test_error"] = np.asarray(obs["test_error"])
+            df.loc[rows, "train_loss"] += 0.5 * df.alpha[rows] * (np.asarray(obs["EM"]) - EM_rule[rows])
     return df
 
 

@@ -4,8 +4,10 @@ Prints (1) the fixed point at omega = 0.3, alpha = 1.5714 on both branches for i
 (Gauss-Hermite nodes per Gaussian dimension), with relative changes against the highest order;
 (2) for the default (or --quad-order) the largest relative deviations per column from
 shared/reference/theory_omega0.3_{semantic,positional}.csv (rows with alpha >= 0.1) and on which side of
-the reference the converged solution sits; (3) alpha_c(0.3), alpha_l(0.3) and the spinodals; (4) the same
-points on independent quasi-Monte-Carlo rules (the Gauss-Hermite positional point oscillates with K).
+the reference the converged solution sits; (3) the reference re-computed on the authors' own 144-node
+cubature (quad_order="authors") and on the same rule rotated by 45 degrees; (4) alpha_c(0.3), alpha_l(0.3)
+and the spinodals; (5) the same points on independent quasi-Monte-Carlo rules (the Gauss-Hermite
+positional point oscillates with K; the small-alpha semantic theta is not converged on any rule here).
 
 Usage: python scripts/theory_convergence.py [--orders 6 8 10 12 16 20] [--quad-order K] [--qmc-log2 16]
 """
@@ -55,34 +57,82 @@ def convergence_table(orders) -> pd.DataFrame:
     return tab
 
 
+def solve_on_rule(branch: str, alphas, rule: theory.Quad, cold_each: bool = False) -> pd.DataFrame:
+    """Fixed points of one branch at omega = 0.3 along alphas on any rule: continuation (the solver's own
+    path) or, with ``cold_each``, a cold start at every alpha from THEORY.md's starting point (as the
+    authors computed theirs). One row per alpha."""
+    import jax
+    import jax.numpy as jnp
+
+    free = np.array([theory._FREE_Q_M_V_TH[branch]])
+    A = np.asarray(theory.STANDARD_A)
+    step = jax.jit(theory._continuation_step)
+    rows = []
+    with jax.enable_x64(True):
+        quad = theory.Quad(*(jnp.asarray(a, jnp.float64) for a in rule))
+        pb = theory.Problem(*(jnp.asarray([v], jnp.float64) for v in (0.3, 0.5, 0.01, 0.0, A[0, 0], A[1, 1])))
+        start = lambda: theory._continuation_init(jnp.asarray([theory._START_Q_M_V_TH[branch]], jnp.float64),
+                                                  pb.sigma**2, len(rule.wt_N))
+        carry = start()
+        for a, al in enumerate(alphas):
+            if cold_each:
+                carry = start()
+            carry, out = step(carry, jnp.asarray(0 if cold_each else a), jnp.asarray([al], jnp.float64), pb,
+                              jnp.asarray(free, jnp.float64), quad, jnp.asarray(True))
+            x = np.asarray(out["x"][0])
+            rows.append(dict(branch=branch, alpha=al, q=x[0], m=abs(x[1]), V=x[2], theta=abs(x[3]),
+                             test_error=float(out["test_error"][0]), train_loss=float(out["train_loss"][0]),
+                             converged=bool(out["converged"][0])))
+    return pd.DataFrame(rows)
+
+
 def qmc_point(branch: str, alphas, m: int, seed: int) -> dict:
     """The fixed point at alphas[-1] (continuation along alphas, omega = 0.3) on an independent rule:
     2 x 2^m scrambled-Sobol points mapped to Gaussians, with their antithetic mirrors (keeps the
     branch's pinned overlap exactly invariant). Not a tensor grid, so it does not share Gauss-Hermite's
     errors where h* jumps; its own error is estimated by the spread over scrambles."""
-    import jax
-    import jax.numpy as jnp
     from scipy.stats import norm, qmc
 
     z = norm.ppf(qmc.Sobol(4, scramble=True, seed=seed).random_base2(m))
     z = np.concatenate([z, -z])
-    free = np.array([theory._FREE_Q_M_V_TH[branch]])
-    mask = np.array([1.0, free[0, 1], 1.0, free[0, 3]])  # the pinned overlap's hat vanishes by symmetry
+    free = theory._FREE_Q_M_V_TH[branch]
+    mask = np.array([1.0, free[1], 1.0, free[3]])  # the pinned overlap's hat vanishes by symmetry
     rule = theory.Quad(z[:, :2].copy(), z[:, 2:].copy(), np.full(len(z), 1.0 / len(z)), mask)
-    A = np.asarray(theory.STANDARD_A)
-    step = jax.jit(theory._continuation_step)
-    with jax.enable_x64(True):
-        quad = theory.Quad(*(jnp.asarray(a, jnp.float64) for a in rule))
-        pb = theory.Problem(*(jnp.asarray([v], jnp.float64) for v in (0.3, 0.5, 0.01, 0.0, A[0, 0], A[1, 1])))
-        carry = theory._continuation_init(jnp.asarray([theory._START_Q_M_V_TH[branch]], jnp.float64),
-                                          pb.sigma**2, len(z))
-        for a, al in enumerate(alphas):
-            carry, out = step(carry, jnp.asarray(a), jnp.asarray([al], jnp.float64), pb,
-                              jnp.asarray(free, jnp.float64), quad, jnp.asarray(True))
-        x = np.asarray(out["x"][0])
-        return dict(branch=branch, alpha=alphas[-1], rule=f"QMC 2x2^{m}", seed=seed, q=x[0], m=abs(x[1]), V=x[2],
-                    theta=abs(x[3]), test_error=float(out["test_error"][0]),
-                    train_loss=float(out["train_loss"][0]), converged=bool(out["converged"][0]))
+    row = solve_on_rule(branch, alphas, rule).iloc[-1].to_dict()
+    return dict(row, rule=f"QMC 2x2^{m}", seed=seed)
+
+
+def _rotated(rule: theory.Quad) -> theory.Quad:
+    """The rule rotated by 45 degrees in the (xi_1, xi_2) and in the (y_1, y_2) plane: as exact on
+    polynomials (the Gaussian weight is rotation invariant), different nodes."""
+    c = np.sqrt(0.5)
+    R = np.array([[c, -c], [c, c]])
+    return rule._replace(xi_Nx2=rule.xi_Nx2 @ R, y_Nx2=rule.y_Nx2 @ R)
+
+
+def authors_rule_comparison() -> pd.DataFrame:
+    """Max relative deviation from the reference (rows alpha >= 0.1) on the authors' 144-node cubature
+    (``quad_order="authors"``, a cold start per alpha as they did) and on the same rule rotated by 45
+    degrees (an equally exact rule of degree 7): which digits of the reference are the rule's."""
+    rows = []
+    for branch in ("semantic", "positional"):
+        ref = load_reference(branch)
+        ref = ref[ref.alpha >= 0.1].reset_index(drop=True)
+        mask = np.array([1.0, theory._FREE_Q_M_V_TH[branch][1], 1.0, theory._FREE_Q_M_V_TH[branch][3]])
+        ours = pd.concat([theory.solve([0.3], [a], quad_order=theory.AUTHORS, branches=(branch,)) for a in ref.alpha])
+        rotated = solve_on_rule(branch, ref.alpha.to_numpy(), _rotated(theory.quad_rule_authors()._replace(
+            hat_mask_4=mask)), cold_each=True)
+        for name, df in (("authors' rule", ours), ("same rule rotated 45 deg", rotated)):
+            df = df.sort_values("alpha").reset_index(drop=True)
+            row = dict(branch=branch, rule=name, converged=f"{int(df.converged.sum())}/{len(df)}")
+            for col in ("q", "m", "theta", "V", "test_error", "train_loss"):
+                if (branch == "semantic" and col == "m") or (branch == "positional" and col == "theta"):
+                    continue
+                dev = np.abs(df[col].abs().to_numpy() / ref[col].to_numpy() - 1)
+                i = int(np.argmax(dev))
+                row[col] = f"{dev[i]:.4f} @ {ref.alpha[i]:.3f}"
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def reference_comparison(K: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -115,7 +165,8 @@ def main(argv=None):
                     help="quad orders of the convergence table")
     ap.add_argument("--quad-order", type=int, default=theory.DEFAULT_QUAD_ORDER,
                     help="quad order of the reference comparison and alpha_c")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["convergence", "reference", "lines", "qmc"])
+    ap.add_argument("--skip", nargs="*", default=[],
+                    choices=["convergence", "reference", "authors", "lines", "qmc"])
     ap.add_argument("--qmc-log2", type=int, default=16, help="QMC cross-check: 2 x 2^this points")
     args = ap.parse_args(argv)
     pd.set_option("display.width", 200)
@@ -141,6 +192,13 @@ def main(argv=None):
               f"({time.perf_counter() - t0:.1f} s); ours_above = rows where |ours| > reference")
         print(summary.to_string(float_format=lambda v: f"{v:.4g}"))
         print(detail.to_string(float_format=lambda v: f"{v:.6g}"))
+    if "authors" not in args.skip:
+        t0 = time.perf_counter()
+        tab = authors_rule_comparison()
+        print(f"\n== the authors' files re-computed on their own cubature ({time.perf_counter() - t0:.1f} s): "
+              "max relative deviation @ alpha, rows alpha >= 0.1 (test_error, train_loss: their observables' "
+              "finer rules are replaced by Gauss-Hermite 16 on the first line; the rotated rule's are its own)")
+        print(tab.fillna("(pinned)").to_string(index=False))
     if "lines" not in args.skip:
         t0 = time.perf_counter()
         lines = theory.critical_lines([0.3], quad_order=args.quad_order)

@@ -191,7 +191,7 @@ class Engine:
     def static(self, n_max: int) -> training.Static:
         c = self.cfg
         return training.Static(d=c.d, L=c.L, r=c.r, r_t=c.r_t, n_max=n_max, optimizer=c.optimizer,
-                               steps=c.steps, n_test=c.n_test, test_chunk=c.test_chunk, lin_input=c.lin_input)
+                               n_test=c.n_test, test_chunk=c.test_chunk, lin_input=c.lin_input)
 
     def programs(self, n_max: int) -> "_Programs":
         """The compiled programs for chunks padded to ``n_max`` samples."""
@@ -263,8 +263,8 @@ class _Programs(NamedTuple):
 @functools.lru_cache(maxsize=32)
 def _compile(st: training.Static, devices: tuple) -> _Programs:
     """Engine's programs, jitted over a mesh of ``devices`` with the run axis sharded; cached, so that
-    engines of the same shapes in one process share them. (No buffer donation: an async checkpoint may
-    still be copying the state.)"""
+    engines of the same shapes in one process share them, whatever their step count (a run-time
+    argument). (No buffer donation: an async checkpoint may still be copying the state.)"""
     mesh = Mesh(np.array(devices), ("runs",))
     per_run = lambda f, *extra: jax.vmap(jax.vmap(f, in_axes=(None, 0, 0, *extra)), in_axes=(0, 0, 0, *extra))
     train = per_run(functools.partial(training.train_steps, st), None)

@@ -1,10 +1,11 @@
 """One run: a pure function of (static shapes, seed key, per-run hyper-parameter arrays).
 
-``run = make_run(static)`` returns ``run(seed_key, hp) -> (Q, metrics)``: draws the seed's data, trains
-the tied attention student with optax (``train_steps``, a ``lax.fori_loop``), fits the linear baseline in
-closed form and evaluates both. A sweep (``attnsim.sweep.Engine``) vmaps the same pieces (seed data,
-init, training segments, evaluation) over runs of one seed, whose data is drawn once and shared, and a
-further ``vmap`` over seeds.
+``run = make_run(static, steps)`` returns ``run(seed_key, hp) -> (Q, metrics)``: draws the seed's data,
+trains the tied attention student for ``steps`` steps with optax (``train_steps``, a ``lax.fori_loop``),
+fits the linear baseline in closed form and evaluates both. A sweep (``attnsim.sweep.Engine``) vmaps the
+same pieces (seed data, init, training segments, evaluation) over runs of one seed, whose data is drawn
+once and shared, and a further ``vmap`` over seeds. The step count is not part of ``Static``: the
+engine's programs take it at run time, so sweeps of different ``steps`` share them.
 
 The fast path. Write y - f(x) = (T - S) z - S p with S = softmax(h h^T), h = x Q / sqrt(d), and
 T = (1 - omega) softmax(t t^T) + omega A. Then |y - f|^2 / d depends on a sample only through the
@@ -32,7 +33,8 @@ RANDOM_INIT_STD = 0.1
 
 @dataclasses.dataclass(frozen=True)
 class Static:
-    """Everything that fixes the shapes of the compiled program (hashable, a jit static argument)."""
+    """Everything that fixes the compiled program (hashable: a jit static argument, and the key of the
+    sweep engine's compile cache). Not the step count: a run-time argument of ``train_steps``."""
 
     d: int
     L: int = 2
@@ -40,7 +42,6 @@ class Static:
     r_t: int = 1
     n_max: int = 1  # training samples held per seed (runs use the first n <= n_max)
     optimizer: str = "gd"
-    steps: int = 5000
     n_test: int = 10000
     test_chunk: int = 2000
     lin_input: str = "x"  # the baseline sees x ("x") or z ("z")
@@ -237,13 +238,14 @@ def evaluate(static: Static, sd: SeedData, hp: HParams, Q) -> dict:
     return metrics
 
 
-def make_run(static: Static):
-    """Build ``run(seed_key, hp) -> (Q_DxR, metrics)``; pure, jit- and vmap-able (see module doc)."""
+def make_run(static: Static, steps: int):
+    """Build ``run(seed_key, hp) -> (Q_DxR, metrics)`` that trains ``steps`` steps; pure, jit- and
+    vmap-able (see module doc)."""
     seed_data = make_seed_data(static)
 
     def run(seed_key, hp: HParams):
         sd = seed_data(seed_key)
-        state = train_steps(static, sd, hp, init_state(static, sd, hp), static.steps)
+        state = train_steps(static, sd, hp, init_state(static, sd, hp), steps)
         return state.Q, evaluate(static, sd, hp, state.Q)
 
     return run

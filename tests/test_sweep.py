@@ -1,5 +1,6 @@
 """The sweep: grid expansion, chunking, and results that do not depend on how runs are batched."""
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -92,3 +93,24 @@ def test_results_file_survives_a_line_cut_short(tmp_path):
     assert sweep.read_results(path) is None
     sweep.append_results(path, rows)
     assert sweep.read_results(path).equals(rows)
+
+
+def test_step_count_does_not_recompile_the_engine():
+    """Configs that differ only in ``steps`` share the engine's compiled programs (the step count is a
+    run-time argument), and the longer sweep passes through the shorter one's states bit for bit: resumed
+    from the shorter one's final state, it ends with the bits of its uninterrupted run."""
+    short, long = (_cfg(alphas=(1.0,), omegas=(), steps=s, checkpoint_every=10) for s in (20, 40))
+    runs_short, runs_long = sweep.expand_grid(short), sweep.expand_grid(long)
+    (chunk,) = sweep.plan_chunks(runs_short, max_batch=64)
+    states = {}
+    keep = lambda name: lambda state, done: states.__setitem__((name, done), jax.device_get(state))
+    a = sweep.Engine(short).run_chunk(runs_short, chunk, after_segment=keep("short"))
+    misses = sweep._compile.cache_info().misses
+    b = sweep.Engine(long).run_chunk(runs_long, chunk, after_segment=keep("long"))
+    assert sweep._compile.cache_info().misses == misses  # no new programs for steps=40
+    assert sweep.Engine(long).programs(chunk.n_max) is sweep.Engine(short).programs(chunk.n_max)
+    same = lambda x, y: all(np.array_equal(u, v) for u, v in zip(jax.tree.leaves(x), jax.tree.leaves(y)))
+    assert same(states["short", 10], states["long", 10]) and same(states["short", 20], states["long", 20])
+    assert not np.array_equal(a, b)  # 40 steps are not 20
+    resumed = sweep.Engine(long).run_chunk(runs_long, chunk, resume_state=states["short", 20], steps_done=20)
+    assert np.array_equal(resumed, b)

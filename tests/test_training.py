@@ -114,17 +114,18 @@ def test_closed_form_baseline_matches_optax_training():
     np.testing.assert_allclose(float(per_sample.sum()), float(explicit), rtol=1e-5)
 
 
-SMALL = training.Static(d=24, n_max=48, steps=60, n_test=300, test_chunk=128)
+SMALL = training.Static(d=24, n_max=48, n_test=300, test_chunk=128)
+SMALL_STEPS = 60
 
 
 @pytest.fixture(scope="module")
 def small_run():
-    return jax.jit(training.make_run(SMALL))
+    return jax.jit(training.make_run(SMALL, SMALL_STEPS))
 
 
 def test_inits_give_their_overlaps():
     d = 400
-    st = training.Static(d=d, n_max=1, steps=1, n_test=1)
+    st = training.Static(d=d, n_max=1, n_test=1)
     key = data.seed_key(0, 0)
     Q_star = data.teacher(key, d, 1)
     p = data.positional_embeddings(d, 2)
@@ -149,7 +150,7 @@ def test_same_key_same_results(small_run):
 def test_vmap_over_seeds_equals_separate_runs(small_run):
     keys = jnp.stack([data.seed_key(0, s) for s in range(4)])
     hp = training.hparams(n=40, init="semantic")
-    batched = jax.jit(jax.vmap(training.make_run(SMALL), in_axes=(0, None)))(keys, hp)[1]
+    batched = jax.jit(jax.vmap(training.make_run(SMALL, SMALL_STEPS), in_axes=(0, None)))(keys, hp)[1]
     for s in range(4):
         single = small_run(keys[s], hp)[1]
         for k in ("train_loss", "test_error", "m", "theta", "q", "lin_test_error"):
@@ -159,19 +160,19 @@ def test_vmap_over_seeds_equals_separate_runs(small_run):
 def test_padding_is_masked_out():
     hp = training.hparams(n=30, init="random")
     key = data.seed_key(0, 0)
-    exact = jax.jit(training.make_run(training.Static(d=24, n_max=30, steps=60, n_test=300)))(key, hp)[1]
-    padded = jax.jit(training.make_run(training.Static(d=24, n_max=48, steps=60, n_test=300)))(key, hp)[1]
+    exact = jax.jit(training.make_run(training.Static(d=24, n_max=30, n_test=300), 60))(key, hp)[1]
+    padded = jax.jit(training.make_run(training.Static(d=24, n_max=48, n_test=300), 60))(key, hp)[1]
     for k in ("train_loss", "test_error", "m", "theta", "q", "lin_test_error", "lin_train_loss"):
         np.testing.assert_allclose(float(padded[k]), float(exact[k]), rtol=1e-5, atol=1e-7, err_msg=k)
 
 
 def test_test_error_streaming_equals_explicit_samples():
     """The streamed Gram-form test error equals the modules' error on the same explicit test samples."""
-    st = training.Static(d=20, n_max=40, steps=30, n_test=250, test_chunk=64)  # 4 chunks, last one partial
+    st = training.Static(d=20, n_max=40, n_test=250, test_chunk=64)  # 4 chunks, last one partial
     key = data.seed_key(3, 0)
     hp = training.hparams(n=40, init="semantic")
-    Q, m = jax.jit(training.make_run(st))(key, hp)
-    one_chunk = jax.jit(training.make_run(st.__class__(**{**st.__dict__, "test_chunk": 250})))(key, hp)[1]
+    Q, m = jax.jit(training.make_run(st, 30))(key, hp)
+    one_chunk = jax.jit(training.make_run(st.__class__(**{**st.__dict__, "test_chunk": 250}), 30))(key, hp)[1]
     np.testing.assert_allclose(float(m["test_error"]), float(one_chunk["test_error"]), rtol=1e-5)
     p = data.positional_embeddings(20, 2)
     Q_star = data.teacher(key, 20, 1)
@@ -182,20 +183,21 @@ def test_test_error_streaming_equals_explicit_samples():
 
 
 def test_divergence_is_recorded_not_raised():
-    st = training.Static(d=24, n_max=48, steps=200, n_test=100)
-    run = jax.jit(jax.vmap(training.make_run(st), in_axes=(None, 0)))
+    st = training.Static(d=24, n_max=48, n_test=100)
+    run = jax.jit(jax.vmap(training.make_run(st, 200), in_axes=(None, 0)))
     hp = jax.tree.map(lambda a, b: jnp.stack([a, b]), training.hparams(n=48, lr=1e6, init="semantic"),
                       training.hparams(n=48, lr=0.15, init="semantic"))
     m = run(data.seed_key(0, 0), hp)[1]
     assert bool(m["diverged"][0]) and np.isnan(float(m["test_error"][0]))
     assert not bool(m["diverged"][1]) and np.isfinite(float(m["test_error"][1]))
-    single = jax.jit(training.make_run(st))(data.seed_key(0, 0), training.hparams(n=48, lr=0.15, init="semantic"))[1]
+    run_one = jax.jit(training.make_run(st, 200))
+    single = run_one(data.seed_key(0, 0), training.hparams(n=48, lr=0.15, init="semantic"))[1]
     np.testing.assert_allclose(float(m["test_error"][1]), float(single["test_error"]), rtol=1e-5)
 
 
 def test_adam_runs_and_learns():
-    st = training.Static(d=24, n_max=96, steps=300, n_test=500, optimizer="adam")
-    m = jax.jit(training.make_run(st))(data.seed_key(0, 0), training.hparams(n=96, lr=0.01, init="random"))[1]
+    st = training.Static(d=24, n_max=96, n_test=500, optimizer="adam")
+    m = jax.jit(training.make_run(st, 300))(data.seed_key(0, 0), training.hparams(n=96, lr=0.01, init="random"))[1]
     assert not bool(m["diverged"])
     assert float(m["train_loss"]) < 0.02
 
@@ -204,7 +206,7 @@ def test_segmented_training():
     """Training in segments of any lengths gives the bits of one uninterrupted call when the step count
     is a run-time argument (what checkpointing relies on), and equals the single-run program (steps
     fixed at compile time) up to float32 rounding."""
-    st = training.Static(d=24, n_max=48, steps=60, n_test=100)
+    st = training.Static(d=24, n_max=48, n_test=100)
     hp = training.hparams(n=40, init="random")
     sd = training.make_seed_data(st)(data.seed_key(0, 0))
     train = jax.jit(training.train_steps, static_argnums=0)
@@ -215,5 +217,5 @@ def test_segmented_training():
         b = train(st, sd, hp, b, k)
     assert int(b.step) == 60
     assert np.array_equal(np.asarray(a.Q), np.asarray(b.Q))
-    Q_run = jax.jit(training.make_run(st))(data.seed_key(0, 0), hp)[0]
+    Q_run = jax.jit(training.make_run(st, 60))(data.seed_key(0, 0), hp)[0]
     np.testing.assert_allclose(np.asarray(a.Q), np.asarray(Q_run), rtol=1e-5, atol=1e-7)

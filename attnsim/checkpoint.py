@@ -109,15 +109,19 @@ class Checkpointer:
         """The newest usable checkpoint of a chunk whose runs are all in ``runs`` (still to do), or None.
 
         ``template(n_max, shape)`` gives the state's structure as host arrays of the saved padded shape.
-        A checkpoint of runs already finished is stale and skipped; one that fails to restore or to
-        match its digest is skipped with a warning."""
+        A checkpoint of runs already finished is stale and skipped; one written under another config
+        fingerprint, or that fails to restore or to match its digest, is skipped with a warning."""
         ocp = self._ocp
         label = {tuple(k): i for i, k in zip(runs.index, runs[key_columns].itertuples(index=False))}
+        foreign = False
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
                 meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
                 if meta.get("fingerprint") != self.fingerprint:
-                    continue  # another config's (a workdir reused with --overwrite is cleared first)
+                    if not foreign:  # e.g. copied from another workdir (--overwrite clears the folder)
+                        foreign = True
+                        self._foreign(step, meta.get("fingerprint"))
+                    continue
                 groups = tuple(tuple(label.get(tuple(k)) for k in g) for g in meta["groups"])
                 if any(i is None for g in groups for i in g):
                     continue  # its runs are already in results.csv (or no longer in the config)
@@ -138,6 +142,14 @@ class Checkpointer:
             return Resumed(seeds=tuple(meta["seeds"]), n_max=meta["n_max"], groups=groups,
                            steps_done=int(meta["steps_done"]), state=jax.tree.map(lambda a: a[:S, :R], state))
         return None
+
+    def _foreign(self, step: int, theirs) -> None:
+        """One warning line for checkpoints written under another config fingerprint (not restored)."""
+        theirs = theirs if isinstance(theirs, dict) else {}
+        diff = [f for f in {**self.fingerprint, **theirs} if theirs.get(f) != self.fingerprint.get(f)]
+        what = f"{diff[0]}={theirs.get(diff[0])!r}, now {self.fingerprint.get(diff[0])!r}" if diff else "?"
+        print(f"attnsim: warning: checkpoint {self.directory / str(step)} belongs to a different config ({what}); "
+              "not restored", file=sys.stderr)
 
     def _damaged(self, step: int, e: Exception) -> None:
         first = str(e).splitlines()[0][:200] if str(e) else ""

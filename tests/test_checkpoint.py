@@ -1,9 +1,11 @@
 """A sweep killed at any moment (SIGKILL, in a subprocess) and re-run ends with the results.csv of an
-uninterrupted run, bit for bit; damaged checkpoints are skipped; a 4-device checkpoint resumes on 1 device.
+uninterrupted run, bit for bit, also when the config was extended in between; damaged checkpoints and
+another config's are skipped; a 4-device checkpoint resumes on 1 device.
 
 The kills come from the ATTNSIM_FAULT hook of attnsim.checkpoint, so that they land at a chosen moment."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,10 +39,10 @@ def _killed(workdir: Path, fault: str, devices: int = 1, extra=()) -> None:
     assert out.returncode == -signal.SIGKILL, out.stderr
 
 
-def _run(workdir: Path, capsys) -> str:
+def _run(workdir: Path, capsys, extra=()) -> str:
     """Run (or resume) the sweep in this process (one device); what it printed."""
     capsys.readouterr()
-    assert cli.main(["run", "--config", "configs/demo.py", "--workdir", str(workdir), *TINY]) == 0
+    assert cli.main(["run", "--config", "configs/demo.py", "--workdir", str(workdir), *TINY, *extra]) == 0
     out = capsys.readouterr()
     return out.err + out.out
 
@@ -86,6 +88,43 @@ def test_damaged_checkpoint_falls_back_to_the_previous(reference, tmp_path, caps
     assert f"warning: checkpoint {newest} is damaged" in log
     assert "from its checkpoint at step 30 of 60" in log
     assert _lines(tmp_path) == _lines(reference)
+
+
+def test_extended_config_resumes_the_live_checkpoint(tmp_path, tmp_path_factory, capsys):
+    """Runs may be added to a config (here a fourth seed) while a chunk is checkpointed: the chunk's runs
+    are all still to do, so it resumes, and the sweep ends as an uninterrupted run of the extended config
+    (whose plan has the same chunks: one seed's four runs each)."""
+    _killed(tmp_path, "segment:9")  # in seed 1's chunk, saved at step 30
+    more = ["--config.seeds=4"]
+    log = _run(tmp_path, capsys, more)
+    assert "12 runs to do (4 already done)" in log
+    assert "resuming a chunk of 4 runs from its checkpoint at step 30 of 60" in log
+    fresh = tmp_path_factory.mktemp("fresh")
+    _run(fresh, capsys, more)
+    assert _lines(tmp_path) == _lines(fresh)
+
+
+def test_checkpoint_of_another_config_is_not_restored(reference, tmp_path_factory, capsys):
+    """Checkpoints written under another config fingerprint (here lr) are never restored: with that
+    config's config.json the workdir is refused (exit 2, one line, nothing deleted); copied alone they
+    are skipped with one warning and every run is computed afresh."""
+    other = tmp_path_factory.mktemp("other")  # beside the other tests' workdirs: the same compilation cache
+    _killed(other, "segment:4", extra=["--config.lr=0.1"])
+    saved = sorted(p.relative_to(other) for p in (other / "checkpoints").rglob("*"))
+    workdir = tmp_path_factory.mktemp("mine")
+    shutil.copytree(other / "checkpoints", workdir / "checkpoints")
+    shutil.copy(other / "config.json", workdir / "config.json")
+    capsys.readouterr()
+    assert cli.main(["run", "--config", "configs/demo.py", "--workdir", str(workdir), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "different config (lr=0.1, now 0.15)" in err, err
+    assert sorted(p.relative_to(workdir) for p in (workdir / "checkpoints").rglob("*")) == saved
+    (workdir / "config.json").unlink()
+    log = _run(workdir, capsys)
+    assert log.count("belongs to a different config (lr=0.1, now 0.15); not restored") == 1, log
+    assert "resuming" not in log and "12 runs to do (0 already done)" in log
+    assert _lines(workdir) == _lines(reference)
+    assert sorted(p.relative_to(other) for p in (other / "checkpoints").rglob("*")) == saved  # copied, not moved
 
 
 def _assert_close(workdir: Path, reference: Path) -> None:

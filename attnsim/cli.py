@@ -305,7 +305,7 @@ def _theory(args, overrides) -> int:
 
 def _phase(args, overrides) -> int:
     table, path, seconds = _theory_command(args, overrides, "phase.csv", lambda th, cfg, A, om, s, l: th.critical_lines(
-        om, sigma=s, lam=l, A=A, quad_order=cfg.quad_order, alpha_max=max(cfg.alphas)))
+        om, sigma=s, lam=l, A=A, quad_order=cfg.quad_order, alpha_max=max(cfg.alphas), workers=th.auto_workers(om)))
     print(f"attnsim: critical lines for {len(table)} (omega, sigma, lam) in {seconds:.1f} s -> {path}")
     return 0
 

@@ -177,7 +177,8 @@ def compute_phase(results: pd.DataFrame, cfg: dict) -> tuple[pd.DataFrame | None
         return None, f"no critical lines: {why}"
     opts = theory_options(results, cfg)
     top = float(results.alpha.max())
-    parts = [theory_lib.critical_lines(np.unique(g.omega), sigma, lam, opts["A"], opts["quad_order"], alpha_max=top)
+    parts = [theory_lib.critical_lines(np.unique(g.omega), sigma, lam, opts["A"], opts["quad_order"], alpha_max=top,
+                                       workers=theory_lib.auto_workers(np.unique(g.omega)))
              for (sigma, lam), g in results.groupby(["sigma", "lam"])]
     return pd.concat(parts, ignore_index=True), f"critical lines up to alpha = {top:g} (quad_order {opts['quad_order']})"
 

@@ -34,11 +34,21 @@ previous h* and Anderson history). One compiled step (one alpha, one problem) se
 problems (omega, sigma, lambda, branch) run one at a time, because in a vmapped batch every problem pays
 for the union of all problems' outer iterations and full searches (measured 2-3x slower at 8 problems).
 
-Speed (one core of the 2-core CPU, shared with other jobs): the 46 omega x 100 alpha phase diagram of
-scripts/bench_theory.py (9200 fixed points + alpha_c, alpha_l) takes 59-62 s at K = 10, compilation
-(~6 s) included (before: ~7.5 min; docs/bench_theory.txt). Accuracy of K = 10 (docs/theory_convergence.txt):
-semantic branch within ~1.2e-3 of K = 16 and of quasi-Monte-Carlo; positional branch q, V within ~2-3%
-of quasi-Monte-Carlo (Gauss-Hermite oscillates there: h* jumps between basins), train_loss within 2e-4.
+Quadrature check. The plain tensor rule puts sum(w_i^2) (27% at K = 10) of its weight on the diagonal
+xi_1 = xi_2, a measure-zero set where w_1 = w_2 on the semantic branch, and there it has fixed points the
+theory does not (a small-theta semantic branch below alpha ~ 0.76 at omega = 0.3, a positional one at
+omega <= 0.06: quasi-Monte-Carlo rules collapse both). ``solve`` therefore re-solves each branch on the same
+rule turned by 45 degrees (``quad_rule(K, rotated=True)``, no node on the diagonals) at every CHECK_STRIDE-th
+alpha and bisects where the verdict changes (``_quad_check_branches``); a point counts only if both rules
+have it with theta (or |m|) within CHECK_TOL. ``quad_order="authors"`` solves on the authors' 144-node
+cubature instead (``quad_rule_authors``): it reproduces their published files.
+
+Speed (2-core CPU; compilation ~6 s included; docs/bench_theory.txt): the 46 omega x 100 alpha phase diagram
+of scripts/bench_theory.py (9200 fixed points, the check, alpha_c, alpha_l, spinodals) takes ~59 s in two
+processes (``critical_lines(workers=2)``), ~108 s in one, ~59 s in one without the check. Accuracy of
+K = 10 (docs/theory_convergence.txt): semantic branch within ~1.2e-3 of K = 16 and of quasi-Monte-Carlo;
+positional branch q, V within ~2-3% of quasi-Monte-Carlo (Gauss-Hermite oscillates there: h* jumps between
+basins), train_loss within 2e-4.
 
 Everything runs in float64 inside ``with jax.enable_x64(True):``; public functions return numpy /
 pandas float64, so a float32 caller is unaffected.
@@ -63,8 +73,9 @@ SECOND_A = NAMED_A["second"]
 # Gauss-Hermite nodes per Gaussian dimension (K^4 nodes). scripts/theory_convergence.py, omega = 0.3,
 # alpha = 1.5714: semantic branch within 1.2e-3 (relative) of K = 16 on q, V, theta, test_error,
 # train_loss; positional branch q -2%, V -2.7%, test_error -0.6%, train_loss -2e-4 against a
-# quasi-Monte-Carlo reference (K = 16 is as far off on the other side). At alpha < 0.8 the semantic
-# theta is a quadrature artefact (quasi-Monte-Carlo: theta ~ 0 at alpha = 0.57).
+# quasi-Monte-Carlo reference (K = 16 is as far off on the other side). Below alpha ~ 0.76 the plain
+# rule's semantic theta is an artefact (quasi-Monte-Carlo: theta ~ 0 at alpha = 0.57); solve's check
+# removes it.
 DEFAULT_QUAD_ORDER = 10
 
 BRANCHES = ("semantic", "positional", "trivial")
@@ -87,6 +98,10 @@ _FREE_Q_M_V_TH = {
 TOL = 1e-8  # stopping tolerance on the relative fixed-point residual
 ACCEPT_TOL = 1e-7  # converged when the residual is below this (stops at TOL; basin-switch limit cycles)
 COLLAPSE = 1e-4  # a branch whose normalised signature overlap falls below this has collapsed
+CHECK_TOL = 0.25  # a fixed point counts only if its signature overlap moves less than this on the check rule
+CHECK_STRIDE = 8  # solve's check: every this many alphas of a branch by continuation, the rest in between
+SPINODAL_RESOLUTION = 2e-3  # critical_lines bisects a spinodal to this width (or n_refine steps)
+CHECK_SOLVE_TOL = 1e-6  # stopping tolerance of the check's solves (it compares overlaps to CHECK_TOL)
 FULL_EVERY = 20  # full inner search every this many outer iterations
 FULL_EVERY_WARM = 50  # the same along a continuation (h* warm from the previous alpha; accepted points
 # always end with a full search)
@@ -183,8 +198,15 @@ class Quad(NamedTuple):
 
 
 @functools.lru_cache(maxsize=None)
-def quad_rule(K: int) -> Quad:
-    """The K^4-node tensor Gauss-Hermite rule for four independent standard Gaussians (numpy)."""
+def quad_rule(K: int, rotated: bool = False) -> Quad:
+    """The K^4-node tensor Gauss-Hermite rule for four independent standard Gaussians (numpy).
+
+    ``rotated``: the same rule turned by 45 degrees in the (xi_1, xi_2) and in the (y_1, y_2) plane, node
+    (a, b) of a plane at (a - b, a + b) / sqrt 2: as exact on polynomials (the Gaussian weight is rotation
+    invariant) but with no node on the diagonals xi_1 = +-xi_2 (K even), where the plain rule puts
+    ~sum(w^2) of the weight on the measure-zero set w_1 = w_2 of the semantic branch. The check rule of
+    ``solve`` (``quad_spread``).
+    """
     x_K, w_K = np.polynomial.hermite_e.hermegauss(K)
     x_K = (x_K - x_K[::-1]) / 2.0  # exactly symmetric nodes: keeps theta = 0 invariant to round-off
     w_K = (w_K + w_K[::-1]) / 2.0
@@ -192,13 +214,19 @@ def quad_rule(K: int) -> Quad:
     g = np.meshgrid(x_K, x_K, x_K, x_K, indexing="ij")
     wg = np.meshgrid(w_K, w_K, w_K, w_K, indexing="ij")
     pts_Nx4 = np.stack([a.ravel() for a in g], axis=1)
+    if rotated:  # elementwise (not a matrix product): the rotated nodes stay exactly symmetric
+        c = np.sqrt(0.5)
+        a, b, u, v = pts_Nx4.T
+        pts_Nx4 = np.stack([c * (a - b), c * (a + b), c * (u - v), c * (u + v)], axis=1)
     wt_N = np.prod(np.stack([a.ravel() for a in wg], axis=1), axis=1)
     return Quad(pts_Nx4[:, :2].copy(), pts_Nx4[:, 2:].copy(), wt_N)
 
 
 @functools.lru_cache(maxsize=None)
-def quad_rule_folded(K: int, swap: bool = False, negate: bool = False, flip_y: bool = False) -> Quad:
-    """quad_rule(K) folded by node symmetries of the problem: one node per orbit, with the orbit's weight.
+def quad_rule_folded(K: int, swap: bool = False, negate: bool = False, flip_y: bool = False,
+                     rotated: bool = False) -> Quad:
+    """quad_rule(K, rotated) folded by node symmetries of the problem: one node per orbit, with the orbit's
+    weight.
 
     The tensor rule is exactly invariant under each map (nodes antisymmetrised), so the folded rule gives
     the same integrals for every integrand invariant under them:
@@ -210,12 +238,14 @@ def quad_rule_folded(K: int, swap: bool = False, negate: bool = False, flip_y: b
       h* -> -h*, f -> -f: all integrands unchanged except f_1 - f_2, whose mean is 0 (mh = 0, masked).
     - ``flip_y`` (needs theta = 0): y -> -y leaves w and T (t = V* y) unchanged, so h* and f too: only
       f.y flips, thh = 0 (masked).
-    Sizes: ~K^4 / 2 per symmetry, ~K^4 / 4 for two of them.
+    Sizes: ~K^4 / 2 per symmetry, ~K^4 / 4 for two of them. On the rotated rule the swap is the map
+    (a, b) -> (-a, b) of each plane's unrotated node.
     """
-    full = quad_rule(K)
+    full = quad_rule(K, rotated)
     i = np.arange(K**4).reshape(K, K, K, K)
-    gens = [g.ravel() for g, use in ((i[::-1, ::-1, ::-1, ::-1].transpose(1, 0, 3, 2), swap),
-                                     (i[::-1, ::-1, ::-1, ::-1], negate), (i[:, :, ::-1, ::-1], flip_y)) if use]
+    swap_map = i[::-1, :, ::-1, :] if rotated else i[::-1, ::-1, ::-1, ::-1].transpose(1, 0, 3, 2)
+    gens = [g.ravel() for g, use in ((swap_map, swap), (i[::-1, ::-1, ::-1, ::-1], negate),
+                                     (i[:, :, ::-1, ::-1], flip_y)) if use]
     rep = np.arange(K**4)  # orbit representative: the smallest index in the orbit
     while True:
         new = functools.reduce(lambda r, g: np.minimum(r, r[g]), gens, rep)
@@ -562,7 +592,7 @@ def _signature_ok(x_Px4, free_Px4, rho_P):
 
 
 def solve_batch(pb_P: Problem, x0_Px4, h0_Px2xN, free_Px4, quad: Quad, max_iter, n_plain=0, warm_h=False,
-                and0: _Anderson | None = None):
+                and0: _Anderson | None = None, tol=TOL):
     """Solve P fixed points at once (traceable; call under jit and x64).
 
     The first ``n_plain`` iterations are the authors' damped iteration x <- 0.2 F(x) + 0.8 x (a cold start
@@ -570,6 +600,7 @@ def solve_batch(pb_P: Problem, x0_Px4, h0_Px2xN, free_Px4, quad: Quad, max_iter,
     ``and0``: the Anderson history to start from (default: none).
     Returns dict: x (P,4), h (P,2,N), anderson, res (P,), iterations (P,), converged (P,), test_error,
     train_loss, hats (P,4). ``converged`` = residual <= ACCEPT_TOL and the branch signature holds.
+    ``tol``: the stopping tolerance (TOL; ACCEPT_TOL scales with it).
     """
     rho_P = pb_P.sigma**2
     P = x0_Px4.shape[0]
@@ -584,7 +615,7 @@ def solve_batch(pb_P: Problem, x0_Px4, h0_Px2xN, free_Px4, quad: Quad, max_iter,
         periodic = (s.it % every == 0) & ((s.it > 0) | (n_plain > 0) | ~warm_h)
         # The acceptance search is batch-wide (under vmap a full search costs every problem ~40 warm
         # iterations), so it is done once every unfinished problem is ready for it, not once per problem.
-        ready = s.done_P | (s.res_P < TOL)
+        ready = s.done_P | (s.res_P < tol)
         accept = jnp.all(ready) & jnp.any(~s.last_full_P & ~s.done_P)
         full = (periodic & jnp.any(~s.done_P)) | accept
         xn, hn, obs = evaluate(s.x_Px4, s.h_Px2xN, full)
@@ -603,7 +634,7 @@ def solve_batch(pb_P: Problem, x0_Px4, h0_Px2xN, free_Px4, quad: Quad, max_iter,
         x_next = jax.vmap(_from_z)(z_new, rho_P)
         x_next = jnp.where(s.it < n_plain, PLAIN_MIX * xn + (1 - PLAIN_MIX) * s.x_Px4, x_next)
         x_next = jnp.where(free_Px4 > 0, x_next, s.x_Px4)
-        now_done = full & (res < TOL)
+        now_done = full & (res < tol)
         done = s.done_P | now_done
         keep = lambda old, new: jnp.where(s.done_P.reshape((-1,) + (1,) * (new.ndim - 1)), old, new)
         return _State(
@@ -626,7 +657,7 @@ def solve_batch(pb_P: Problem, x0_Px4, h0_Px2xN, free_Px4, quad: Quad, max_iter,
     s0 = _State(x0_Px4, h0_Px2xN, and0, jnp.full(P, jnp.inf), jnp.full(P, jnp.inf), jnp.zeros(P, bool),
                 jnp.zeros(P, bool), jnp.zeros(P, jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), obs0)
     s = lax.while_loop(lambda s: (s.it < max_iter) & ~jnp.all(s.done_P), body, s0)
-    conv = (s.res_free_P <= ACCEPT_TOL) & s.last_full_P & _signature_ok(s.x_Px4, free_Px4, rho_P)
+    conv = (s.res_free_P <= ACCEPT_TOL / TOL * tol) & s.last_full_P & _signature_ok(s.x_Px4, free_Px4, rho_P)
     return dict(x=s.x_Px4, h=s.h_Px2xN, anderson=s.and_st, res=s.res_free_P, iterations=s.it_P, converged=conv,
                 n_full=jnp.broadcast_to(s.n_full, (P,)), **s.obs)
 
@@ -658,7 +689,7 @@ def _predict(z_H, al_H, n_ok, alpha):
     return jnp.where((jnp.abs(r) <= 2.0) & jnp.all(jnp.isfinite(z)), z, z_H[0])
 
 
-def _continuation_step(carry, a, alpha_P, pb_P: Problem, free_Px4, quad: Quad, cold_first):
+def _continuation_step(carry, a, alpha_P, pb_P: Problem, free_Px4, quad: Quad, cold_first, tol=TOL):
     """One alpha of the continuation of P problems. Step a = 0 starts from the carried x (a cold start
     with N_PLAIN_COLD damped iterations when ``cold_first``); each later step starts from the last
     converged solution of its problem (h* and the Anderson history too), moved by a polynomial
@@ -672,7 +703,7 @@ def _continuation_step(carry, a, alpha_P, pb_P: Problem, free_Px4, quad: Quad, c
     x_start = jnp.where(free_Px4 > 0, jax.vmap(_from_z)(z_pred, rho_P), x_c)
     out = solve_batch(pb_P._replace(alpha=alpha_P), x_start, h_c, free_Px4, quad,
                       jnp.where(first, MAX_ITER_COLD, MAX_ITER_WARM), jnp.where(first, N_PLAIN_COLD, 0),
-                      warm_h=a > 0, and0=jax.vmap(_anderson_new_map)(and_c))
+                      warm_h=a > 0, and0=jax.vmap(_anderson_new_map)(and_c), tol=tol)
     ok = out["converged"]
     keep_ok = lambda new, old: jnp.where(ok.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
     z_new = jnp.concatenate([jax.vmap(_to_z)(out["x"], rho_P)[:, None], z_H[:, :2]], axis=1)
@@ -682,17 +713,17 @@ def _continuation_step(carry, a, alpha_P, pb_P: Problem, free_Px4, quad: Quad, c
     return carry, {k: v for k, v in out.items() if k not in ("h", "anderson")}
 
 
-def _problem_quad(K, A_2x2, free_4) -> Quad:
+def _problem_quad(K, A_2x2, free_4, rotated: bool = False) -> Quad:
     """The rule for one problem, folded by every symmetry it has (``quad_rule_folded``): swap when
     A_11 = A_22, negate when m is pinned (at 0), flip_y when theta is pinned (at 0); padded with
     zero-weight nodes to ``_n_nodes(K, swap)`` so that every problem shares one compiled shape.
-    K = AUTHORS: ``quad_rule_authors`` (unfolded), with the same hats masked."""
+    K = AUTHORS: ``quad_rule_authors`` (unfolded), with the same hats masked. ``rotated``: the check rule."""
     if K == AUTHORS:
         mask = np.array([1.0, 0.0 if free_4[1] == 0 else 1.0, 1.0, 0.0 if free_4[3] == 0 else 1.0])
         return quad_rule_authors()._replace(hat_mask_4=mask)
     swap = _swap_symmetric(A_2x2)
-    q = quad_rule_folded(K, swap, bool(free_4[1] == 0), bool(free_4[3] == 0))
-    pad = _n_nodes(K, swap) - len(q.wt_N)
+    q = quad_rule_folded(K, swap, bool(free_4[1] == 0), bool(free_4[3] == 0), rotated)
+    pad = _n_nodes(K, swap, rotated) - len(q.wt_N)
     return Quad(np.pad(q.xi_Nx2, ((0, pad), (0, 0))), np.pad(q.y_Nx2, ((0, pad), (0, 0))), np.pad(q.wt_N, (0, pad)),
                 q.hat_mask_4)
 
@@ -701,11 +732,12 @@ def _swap_symmetric(A_2x2) -> bool:
     return bool(A_2x2[0, 0] == A_2x2[1, 1])
 
 
-def _n_nodes(K, swap: bool) -> int:
-    """Nodes of the larger folded rule of the semantic and positional branches."""
+def _n_nodes(K, swap: bool, rotated: bool = False) -> int:
+    """Nodes of the largest folded rule of the semantic and positional branches, plain or turned (one
+    compiled shape for both; ``rotated`` is accepted for symmetry with _problem_quad and ignored)."""
     if K == AUTHORS:
         return len(quad_rule_authors().wt_N)
-    return max(len(quad_rule_folded(K, swap, neg, not neg).wt_N) for neg in (False, True))
+    return max(len(quad_rule_folded(K, swap, neg, not neg, rot).wt_N) for neg in (False, True) for rot in (False, True))
 
 
 @functools.lru_cache(maxsize=None)
@@ -733,28 +765,29 @@ def _grid(omegas, sigma, lam, branches):
     return idx.to_frame(index=False)
 
 
-def _run_problems(K: int, A_2x2, omega_P, sigma_P, lam_P, alphas_AxP, x0_Px4, free_Px4, cold: bool):
+def _run_problems(K, A_2x2, omega_P, sigma_P, lam_P, alphas_AxP, x0_Px4, free_Px4, cold: bool, rotated=False,
+                  tol=TOL):
     """Run the compiled continuation once per problem (batch of one; one compiled shape per number of
     alphas). Batching problems under vmap costs every problem the union of all their outer iterations
     and full searches (the batch-wide while_loop and cond): one problem at a time is 2-3x cheaper on a
     CPU already at 8 problems. (Problems on two Python threads do not run concurrently on XLA's CPU
     client: measured no gain.) Returns dict of numpy arrays (A, P, ...)."""
     step = _compiled_step(K)
-    n_nodes = _n_nodes(K, _swap_symmetric(A_2x2))
+    n_nodes = _n_nodes(K, _swap_symmetric(A_2x2), rotated)
     outs = []
     with jax.enable_x64(True):
         for i in range(len(omega_P)):
             pb = Problem(*(jnp.asarray([v], jnp.float64) for v in (omega_P[i], sigma_P[i], lam_P[i], 0.0,
                                                                     A_2x2[0, 0], A_2x2[1, 1])))
             free = jnp.asarray(free_Px4[i:i + 1], jnp.float64)
-            quad = Quad(*(jnp.asarray(a, jnp.float64) for a in _problem_quad(K, A_2x2, free_Px4[i])))
+            quad = Quad(*(jnp.asarray(a, jnp.float64) for a in _problem_quad(K, A_2x2, free_Px4[i], rotated)))
             cold_ = jnp.asarray(cold)
             carry = _continuation_init_jit(jnp.asarray(x0_Px4[i:i + 1], jnp.float64), pb.sigma**2, n_nodes)
             per_alpha = []
             for a in range(alphas_AxP.shape[0]):
                 # numpy arguments: jit's fast path (an eager jnp.asarray costs ~0.5 ms a call)
                 carry, out = step(carry, np.int32(a), np.asarray(alphas_AxP[a, i:i + 1], np.float64), pb, free,
-                                  quad, cold_)
+                                  quad, cold_, np.float64(tol))
                 per_alpha.append(out)
             outs.append(jax.device_get(per_alpha))
     cast = lambda a: np.asarray(a, dtype=np.float64 if np.asarray(a).dtype.kind == "f" else np.asarray(a).dtype)
@@ -783,7 +816,7 @@ def _mark_global(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def solve(omegas, alphas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT_QUAD_ORDER,
-          branches=("semantic", "positional")) -> pd.DataFrame:
+          branches=("semantic", "positional"), check=True) -> pd.DataFrame:
     """Fixed points for every (omega, sigma, lam) x alpha x branch (sigma, lam may be sequences).
 
     ``quad_order``: Gauss-Hermite nodes per Gaussian dimension, or ``AUTHORS`` ("authors") for the
@@ -794,8 +827,16 @@ def solve(omegas, alphas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT_
     Alphas are followed by continuation from the largest down (cold start at the largest from the
     THEORY.md starting point of each branch). Returns one row per (omega, sigma, lam, alpha, branch) with
     columns omega, sigma, lam, alpha, branch, q, m, V, theta, test_error, train_loss, converged,
-    iterations, residual, lin_test_error, global_min. Non-converged rows keep their last iterate's
-    numbers but must not be used (converged=False: the branch does not exist there or did not converge).
+    iterations, residual, lin_test_error, global_min, quad_spread. Non-converged rows keep their last
+    iterate's numbers but must not be used (converged=False: the branch does not exist there, did not
+    converge, or is an artefact of the rule's nodes).
+
+    ``check``: confirm each branch on the same rule turned by 45 degrees (``_quad_check_branches``: every
+    CHECK_STRIDE-th alpha, the rows in between where the verdict changes): quad_spread is the relative change of the branch's signature
+    overlap (theta, |m|) at the checked points; points above CHECK_TOL, or without a fixed point on the
+    turned rule, are not converged. At omega = 0.3 this removes
+    the semantic branch below alpha ~ 0.77, where the plain K = 10 rule has a spurious small theta
+    (quasi-Monte-Carlo rules: the branch collapses onto theta = 0 between alpha = 0.7 and 0.8).
     """
     A_2x2 = _as_A(A)
     al = np.atleast_1d(np.asarray(alphas, np.float64))
@@ -821,6 +862,9 @@ def solve(omegas, alphas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT_
     df["lin_test_error"] = linear_baseline_error(df.omega.to_numpy(), df.sigma.to_numpy(), A_2x2)
     if K == AUTHORS:
         df = _accurate_observables(df, out["EM"].ravel(), A_2x2)
+    df["quad_spread"] = np.nan
+    if check and K != AUTHORS:
+        df = _quad_check_branches(df, A_2x2, K)
     df = _mark_global(df)
     df = df.sort_values(["omega", "sigma", "lam", "alpha", "branch"], kind="stable").reset_index(drop=True)
     return df
@@ -857,20 +901,108 @@ def _accurate_observables(df: pd.DataFrame, EM_rule, A_2x2) -> pd.DataFrame:
     return df
 
 
-def _solve_points(omega_P, alpha_P, branch_P, x0_Px4, sigma, lam, A_2x2, K: int) -> pd.DataFrame:
-    """One fixed point per row (own omega, alpha, branch), warm-started from x0 (Anderson, no cold phase)."""
+def _solve_points(omega_P, alpha_P, branch_P, x0_Px4, sigma, lam, A_2x2, K, rotated=False, check=False,
+                  tol=TOL) -> pd.DataFrame:
+    """One fixed point per row (own omega, alpha, branch), warm-started from x0 (Anderson, no cold phase);
+    on the check rule when ``rotated``; checked on it (``_quad_check``) when ``check``."""
     n = len(omega_P)
     omega_P = np.asarray(omega_P, np.float64).reshape(n)
     alpha_P = np.asarray(alpha_P, np.float64).reshape(n)
     branch_P = np.asarray(branch_P).reshape(n)
     free = np.array([_FREE_Q_M_V_TH[b] for b in branch_P], np.float64).reshape(n, 4)
     out = _run_problems(K, A_2x2, omega_P, np.full(n, float(sigma)), np.full(n, float(lam)), alpha_P[None, :],
-                        np.asarray(x0_Px4, np.float64).reshape(n, 4), free, False)
+                        np.asarray(x0_Px4, np.float64).reshape(n, 4), free, False, rotated, tol)
     out = {k: v[0] for k, v in out.items()}
-    return pd.DataFrame(dict(omega=omega_P, alpha=alpha_P, branch=branch_P, q=out["x"][:, 0],
-                             m=out["x"][:, 1], V=out["x"][:, 2], theta=out["x"][:, 3],
-                             test_error=out["test_error"], train_loss=out["train_loss"],
-                             converged=out["converged"].astype(bool)))
+    df = pd.DataFrame(dict(omega=omega_P, sigma=float(sigma), lam=float(lam), alpha=alpha_P, branch=branch_P,
+                           q=out["x"][:, 0], m=out["x"][:, 1], V=out["x"][:, 2], theta=out["x"][:, 3],
+                           test_error=out["test_error"], train_loss=out["train_loss"],
+                           converged=out["converged"].astype(bool)))
+    return _quad_check(df, A_2x2, K) if check else df
+
+
+def _quad_check_branches(df: pd.DataFrame, A_2x2, K) -> pd.DataFrame:
+    """``_quad_check`` along each branch (rows of one omega, sigma, lam, branch) at a fraction of its cost.
+
+    Every CHECK_STRIDE-th alpha of each branch (and its two ends) is solved again on the check rule by
+    continuation (all branches as one batch of problems, the largest alpha started from the plain rule's
+    solution): a row passes when both rules converge there and its signature overlap moves less than
+    CHECK_TOL. Rows between two coarse rows inherit their verdict when the two agree; between two that
+    disagree the switch is found by bisection, checking single rows (warm from their solution).
+    quad_spread is filled at the checked rows. Costs ~25% of the plain solve (one check per row: ~150%).
+    """
+    df = df.copy()
+    verdict = {}  # row label -> (passes, spread)
+    for (sig, lm), grp in df.groupby(["sigma", "lam"]):
+        problems = list(grp.groupby(["omega", "branch"]))
+        alphas = np.unique(grp.alpha)[::-1]  # descending, as the continuation runs
+        coarse = alphas[np.unique(np.r_[np.arange(0, len(alphas), CHECK_STRIDE), len(alphas) - 1])]
+        x0 = np.empty((len(problems), 4))
+        for p, ((om, br), rows) in enumerate(problems):
+            top = rows.loc[rows.alpha.idxmax()]
+            x0[p] = _x_of(top.to_frame().T)[0] if top.converged else _START_Q_M_V_TH[br]
+        omega_P = np.array([om for (om, _), _ in problems])
+        free = np.array([_FREE_Q_M_V_TH[br] for (_, br), _ in problems], np.float64)
+        out = _run_problems(K, A_2x2, omega_P, np.full(len(problems), sig), np.full(len(problems), lm),
+                            np.repeat(coarse[:, None], len(problems), axis=1), x0, free, True, rotated=True,
+                            tol=CHECK_SOLVE_TOL)
+        for p, ((om, br), rows) in enumerate(problems):
+            rows = rows.sort_values("alpha", ascending=False)
+            x_rot = out["x"][:, p]
+            sig_rot = np.abs(x_rot[:, 3]) if br == "semantic" else np.abs(x_rot[:, 1]) if br == "positional" else x_rot[:, 0]
+            at = {a: k for k, a in enumerate(coarse)}
+            labels, ok = rows.index.to_numpy(), rows.converged.to_numpy(bool)
+            known = np.full(len(rows), -1)  # -1 unknown, 0 fails, 1 passes
+            for j, (lab, a) in enumerate(zip(labels, rows.alpha)):
+                if a in at and ok[j]:
+                    k = at[a]
+                    s0 = _signature(rows.iloc[[j]])[0]
+                    sp = abs(sig_rot[k] - s0) / max(abs(s0), 1e-300) if out["converged"][k, p] else np.inf
+                    verdict[lab] = (sp <= CHECK_TOL, sp)
+                    known[j] = int(sp <= CHECK_TOL)
+            # rows between coarse rows: inherit the verdict, or bisect for the switch between disagreeing ones
+            marks = np.flatnonzero(known >= 0)
+            for a_, b_ in zip(marks[:-1], marks[1:]):
+                inner = [j for j in range(a_ + 1, b_) if ok[j]]
+                lo, hi = -1, len(inner)  # inner[:lo + 1] share a_'s verdict, inner[hi:] b_'s
+                while hi - lo > 1 and known[a_] != known[b_]:
+                    mid = (lo + hi) // 2
+                    j = inner[mid]
+                    chk = _quad_check(rows.iloc[[j]], A_2x2, K).iloc[0]
+                    verdict[labels[j]] = (bool(chk.converged), chk.quad_spread)
+                    lo, hi = (mid, hi) if int(chk.converged) == known[a_] else (lo, mid)
+                known[a_ + 1:b_] = known[a_]
+                known[[j for j in inner[hi:]]] = known[b_]
+            df.loc[labels[ok & (known == 0)], "converged"] = False
+    for lab, (_, sp) in verdict.items():
+        df.loc[lab, "quad_spread"] = sp
+    return df
+
+
+def _signature(df: pd.DataFrame) -> np.ndarray:
+    """The overlap that defines each row's branch: theta (semantic), |m| (positional), q (trivial)."""
+    b = df.branch.to_numpy()
+    return np.where(b == "semantic", df.theta.abs(), np.where(b == "positional", df.m.abs(), df.q))
+
+
+def _quad_check(df: pd.DataFrame, A_2x2, K) -> pd.DataFrame:
+    """Every converged row re-solved on the check rule (quad_rule(K, rotated=True)), warm from its
+    solution: quad_spread = relative change of the branch's signature overlap (inf where the branch
+    does not converge or collapses there), and converged &= quad_spread <= CHECK_TOL. A fixed point that
+    only one of two equally exact rules has is an artefact of that rule's nodes (THEORY.md: h* jumps
+    between basins, which tensor rules resolve poorly)."""
+    df = df.copy()
+    spread = np.full(len(df), np.nan)
+    ok = df.converged.to_numpy(bool)
+    for (sig, lm), pos in df[ok].groupby(["sigma", "lam"]).indices.items():
+        i = np.flatnonzero(ok)[pos]
+        rows = df.iloc[i]
+        rot = _solve_points(rows.omega, rows.alpha, rows.branch, _x_of(rows), sig, lm, A_2x2, K, rotated=True,
+                            tol=CHECK_SOLVE_TOL)
+        s0, s1 = _signature(rows), _signature(rot)
+        spread[i] = np.where(rot.converged, np.abs(s1 - s0) / np.maximum(np.abs(s0), 1e-300), np.inf)
+    df["quad_spread"] = spread
+    df["converged"] = ok & (spread <= CHECK_TOL)
+    return df
 
 
 def _x_of(rows: pd.DataFrame) -> np.ndarray:
@@ -938,7 +1070,7 @@ def _persistent_edge(exists_A) -> int:
 
 
 def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT_QUAD_ORDER,
-                   alpha_max=2.0, n_grid=40, n_refine=5, interpolate=True) -> pd.DataFrame:
+                   alpha_max=2.0, n_grid=40, n_refine=5, interpolate=True, check=True, workers=1) -> pd.DataFrame:
     """alpha_c(omega), alpha_l(omega) and the spinodals of the two non-trivial branches.
 
     Both branches are solved on the grid alpha = alpha_max * (1..n_grid)/n_grid (continuation, all omegas
@@ -955,8 +1087,12 @@ def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT
       to alpha_c when the drop happens at the jump of the global minimum).
     - alpha_sp_semantic / alpha_sp_positional: the edge of the grid region where the branch exists
       (first change of `converged` along alpha that persists over the next grid point too, so a single
-      point that failed to converge is not an edge), refined by bisection on existence.
+      point that failed to converge is not an edge), refined by bisection on existence to
+      SPINODAL_RESOLUTION (at most n_refine steps).
     NaN where there is no crossing / edge in (0, alpha_max].
+
+    ``workers`` > 1: the omegas are split over that many processes (each compiles once, ~7 s; the
+    solver itself runs on one core per process). The result does not depend on it.
 
     Returns: DataFrame with omega, sigma, lam, alpha_c, alpha_l, alpha_sp_semantic, alpha_sp_positional,
     lin_test_error.
@@ -964,9 +1100,15 @@ def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT
     A_2x2 = _as_A(A)
     check_supported(2, 1, 1, sigma, A_2x2, [alpha_max])
     om = np.atleast_1d(np.asarray(omegas, np.float64))
+    workers = min(int(workers), len(om))
+    if workers > 1:
+        kw = dict(sigma=sigma, lam=lam, A=A_2x2, quad_order=quad_order, alpha_max=alpha_max, n_grid=n_grid,
+                  n_refine=n_refine, interpolate=interpolate, check=check)
+        parts = _in_processes(critical_lines, [om[i::workers] for i in range(workers)], kw)
+        return pd.concat(parts).sort_values("omega", kind="stable").reset_index(drop=True)
     K = int(quad_order)
     alpha_A = alpha_max * np.arange(1, n_grid + 1) / n_grid
-    grid = solve(om, alpha_A, sigma, lam, A_2x2, K, branches=("semantic", "positional"))
+    grid = solve(om, alpha_A, sigma, lam, A_2x2, K, branches=("semantic", "positional"), check=check)
     lin = np.atleast_1d(linear_baseline_error(om, sigma, A_2x2))
     wide = {b: grid[grid.branch == b].pivot(index="omega", columns="alpha") for b in ("semantic", "positional")}
 
@@ -985,7 +1127,7 @@ def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT
         for b in branches:
             x0 = rows_at(b, i_om, i_warm)
             x0 = np.where(np.isfinite(x0), x0, np.array(_START_Q_M_V_TH[b]))
-            out[b] = _solve_points(om[i_om], alpha_R, [b] * len(i_om), x0, sigma, lam, A_2x2, K)
+            out[b] = _solve_points(om[i_om], alpha_R, [b] * len(i_om), x0, sigma, lam, A_2x2, K, check=check)
         return out
 
     def interpolated(i_om, alpha_R, branches):
@@ -1078,16 +1220,43 @@ def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT
             lo, hi = alpha_A[j].copy(), alpha_A[j + 1].copy()
             lo_exists = exists[i_om, j]
             i_warm = np.where(lo_exists, j, j + 1)
-            for _ in range(n_refine):
+            # bisection down to SPINODAL_RESOLUTION (each step solves and checks every edge once)
+            n_sp = int(np.clip(np.ceil(np.log2(alpha_max / n_grid / SPINODAL_RESOLUTION)), 1, n_refine))
+            for _ in range(n_sp):
                 mid = 0.5 * (lo + hi)
                 x0 = rows_at(b, i_om, i_warm)
-                ok = _solve_points(om[i_om], mid, [b] * len(i_om), x0, sigma, lam, A_2x2, K).converged.to_numpy()
+                ok = _solve_points(om[i_om], mid, [b] * len(i_om), x0, sigma, lam, A_2x2, K,
+                                   check=check).converged.to_numpy()
                 move_lo = ok == lo_exists
                 lo, hi = np.where(move_lo, mid, lo), np.where(move_lo, hi, mid)
             sp[i_om] = 0.5 * (lo + hi)
         out[f"alpha_sp_{b}"] = sp
     out["lin_test_error"] = lin
     return out
+
+
+def auto_workers(omegas) -> int:
+    """Processes for critical_lines: one per usable core, at most one per 8 omegas (each process compiles
+    the solver, ~7 s); one on an accelerator."""
+    if jax.default_backend() != "cpu":
+        return 1
+    import os
+
+    return max(1, min(len(os.sched_getaffinity(0)), len(np.atleast_1d(omegas)) // 8))
+
+
+def _in_processes(fn, chunks, kwargs):
+    """[fn(chunk, **kwargs) for chunk in chunks], each in its own spawned process (XLA's CPU client runs
+    one computation at a time per process; omegas interleaved over chunks balance the load)."""
+    import concurrent.futures
+    import multiprocessing
+
+    with concurrent.futures.ProcessPoolExecutor(len(chunks), mp_context=multiprocessing.get_context("spawn")) as ex:
+        return list(ex.map(functools.partial(_call_with, fn, kwargs), chunks))
+
+
+def _call_with(fn, kwargs, arg):
+    return fn(arg, **kwargs)
 
 
 def theory_at(results: pd.DataFrame, A=STANDARD_A, quad_order=DEFAULT_QUAD_ORDER,

@@ -57,8 +57,9 @@ def convergence_table(orders) -> pd.DataFrame:
     return tab
 
 
-def solve_on_rule(branch: str, alphas, rule: theory.Quad, cold_each: bool = False) -> pd.DataFrame:
-    """Fixed points of one branch at omega = 0.3 along alphas on any rule: continuation (the solver's own
+def solve_on_rule(branch: str, alphas, rule: theory.Quad, cold_each: bool = False, omega: float = 0.3
+                  ) -> pd.DataFrame:
+    """Fixed points of one branch at omega (0.3) along alphas on any rule: continuation (the solver's own
     path) or, with ``cold_each``, a cold start at every alpha from THEORY.md's starting point (as the
     authors computed theirs). One row per alpha."""
     import jax
@@ -70,7 +71,7 @@ def solve_on_rule(branch: str, alphas, rule: theory.Quad, cold_each: bool = Fals
     rows = []
     with jax.enable_x64(True):
         quad = theory.Quad(*(jnp.asarray(a, jnp.float64) for a in rule))
-        pb = theory.Problem(*(jnp.asarray([v], jnp.float64) for v in (0.3, 0.5, 0.01, 0.0, A[0, 0], A[1, 1])))
+        pb = theory.Problem(*(jnp.asarray([v], jnp.float64) for v in (omega, 0.5, 0.01, 0.0, A[0, 0], A[1, 1])))
         start = lambda: theory._continuation_init(jnp.asarray([theory._START_Q_M_V_TH[branch]], jnp.float64),
                                                   pb.sigma**2, len(rule.wt_N))
         carry = start()
@@ -86,11 +87,11 @@ def solve_on_rule(branch: str, alphas, rule: theory.Quad, cold_each: bool = Fals
     return pd.DataFrame(rows)
 
 
-def qmc_point(branch: str, alphas, m: int, seed: int) -> dict:
-    """The fixed point at alphas[-1] (continuation along alphas, omega = 0.3) on an independent rule:
-    2 x 2^m scrambled-Sobol points mapped to Gaussians, with their antithetic mirrors (keeps the
-    branch's pinned overlap exactly invariant). Not a tensor grid, so it does not share Gauss-Hermite's
-    errors where h* jumps; its own error is estimated by the spread over scrambles."""
+def qmc_rows(branch: str, alphas, m: int, seed: int, omega: float = 0.3) -> pd.DataFrame:
+    """Fixed points along alphas (continuation) on an independent rule: 2 x 2^m scrambled-Sobol points
+    mapped to Gaussians, with their antithetic mirrors (keeps the branch's pinned overlap exactly
+    invariant). Not a tensor grid, so it does not share Gauss-Hermite's errors where h* jumps (nor its
+    diagonal nodes); its own error is estimated by the spread over scrambles."""
     from scipy.stats import norm, qmc
 
     z = norm.ppf(qmc.Sobol(4, scramble=True, seed=seed).random_base2(m))
@@ -98,8 +99,12 @@ def qmc_point(branch: str, alphas, m: int, seed: int) -> dict:
     free = theory._FREE_Q_M_V_TH[branch]
     mask = np.array([1.0, free[1], 1.0, free[3]])  # the pinned overlap's hat vanishes by symmetry
     rule = theory.Quad(z[:, :2].copy(), z[:, 2:].copy(), np.full(len(z), 1.0 / len(z)), mask)
-    row = solve_on_rule(branch, alphas, rule).iloc[-1].to_dict()
-    return dict(row, rule=f"QMC 2x2^{m}", seed=seed)
+    return solve_on_rule(branch, alphas, rule, omega=omega).assign(omega=omega, rule=f"QMC 2x2^{m}", seed=seed)
+
+
+def qmc_point(branch: str, alphas, m: int, seed: int, omega: float = 0.3) -> dict:
+    """The last row of qmc_rows."""
+    return qmc_rows(branch, alphas, m, seed, omega).iloc[-1].to_dict()
 
 
 def _rotated(rule: theory.Quad) -> theory.Quad:
@@ -178,13 +183,28 @@ def main(argv=None):
     if "qmc" not in args.skip:
         t0 = time.perf_counter()
         chain = [2.0, 1.7857142857142856, 1.5714285714285714]
-        small = chain + [1.3571428571428572, 1.1281818181818182, 0.9045454545454545, 0.6809090909090909,
-                         0.5690909090909091]
+        small = chain + [1.3571428571428572, 1.1281818181818182, 0.9045454545454545, 0.7927272727272727,
+                         0.6809090909090909, 0.5690909090909091]
         rows = [qmc_point(b, chain, args.qmc_log2, seed) for b in ("semantic", "positional") for seed in (0, 1, 2)]
-        rows += [qmc_point("semantic", small, args.qmc_log2 - 1, seed) for seed in (0, 1)]
         print(f"\n== cross-check on scrambled-Sobol rules ({time.perf_counter() - t0:.1f} s): the Gauss-Hermite "
               "positional point oscillates around these values (K = 10 low, K = 16 high)")
         print(pd.DataFrame(rows).to_string(float_format=lambda v: f"{v:.6g}"))
+        t0 = time.perf_counter()
+        rows = pd.concat([qmc_rows("semantic", small, args.qmc_log2 - 1, seed) for seed in (0, 1)]
+                         + [qmc_rows("positional", [2.0, 1.5, 1.0], args.qmc_log2 - 1, seed, omega=0.0)
+                            for seed in (0, 1)])
+        rows = rows[(rows.alpha < 1.0) | (rows.omega == 0.0)]
+        plain = pd.concat([theory.solve([0.3], small, quad_order=args.quad_order, branches=("semantic",), check=c)
+                           .assign(check=c) for c in (False, True)] +
+                          [theory.solve([0.0], [2.0, 1.5, 1.0], quad_order=args.quad_order, branches=("positional",),
+                                        check=c).assign(check=c) for c in (False, True)])
+        plain = plain[(plain.alpha < 1.0) | (plain.omega == 0.0)]
+        print(f"\n== where a branch ends ({time.perf_counter() - t0:.1f} s): semantic at omega = 0.3, alpha < 1, and "
+              "positional at omega = 0, on QMC rules (converged False or theta, |m| -> 0: collapsed) and on the "
+              f"plain K = {args.quad_order} rule without and with solve's check")
+        cols = ["omega", "alpha", "branch", "q", "m", "theta", "test_error", "train_loss", "converged"]
+        print(rows[["rule", "seed"] + cols].to_string(index=False, float_format=lambda v: f"{v:.5g}"))
+        print(plain[["check"] + cols + ["quad_spread"]].to_string(index=False, float_format=lambda v: f"{v:.5g}"))
     if "reference" not in args.skip:
         t0 = time.perf_counter()
         summary, detail = reference_comparison(args.quad_order)

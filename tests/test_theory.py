@@ -292,3 +292,63 @@ def test_reference_reproduced_on_the_authors_rule(authors_rule_rows, branch):
         assert rel("theta") <= 0.025 and ours.m.abs().max() < 1e-12
     else:
         assert rel("m") <= 0.01 and ours.theta.abs().max() < 1e-12
+
+
+def test_rotated_rule_exact_and_off_the_diagonals():
+    """quad_rule(K, rotated=True) integrates polynomials of total degree <= 2K - 1 in each plane as the
+    plain rule does (both exact), and puts no node on xi_1 = +-xi_2 for even K."""
+    K = 6
+    plain, turned = theory.quad_rule(K), theory.quad_rule(K, rotated=True)
+    assert turned.wt_N.sum() == pytest.approx(1.0, abs=1e-13)
+    for i, j, k in [(i, j, k) for i in range(2 * K) for j in range(2 * K - i) for k in (0, 2, 3)]:
+        f = lambda r: r.xi_Nx2[:, 0]**i * r.xi_Nx2[:, 1]**j * r.y_Nx2[:, 0]**k
+        assert np.sum(turned.wt_N * f(turned)) == pytest.approx(np.sum(plain.wt_N * f(plain)), abs=1e-9), (i, j, k)
+    assert np.min(np.abs(np.abs(turned.xi_Nx2[:, 0]) - np.abs(turned.xi_Nx2[:, 1]))) > 1e-3
+    assert np.sum(plain.wt_N[plain.xi_Nx2[:, 0] == plain.xi_Nx2[:, 1]]) > 0.1  # what the turned rule avoids
+
+
+@pytest.mark.parametrize("symmetries", [(True, True, False), (True, False, True), (False, True, False)])
+def test_rotated_folded_rules(symmetries):
+    """Folding the turned rule keeps the integrals of functions invariant under the folded maps."""
+    K = 6
+    full, fold = theory.quad_rule(K, rotated=True), theory.quad_rule_folded(K, *symmetries, rotated=True)
+    g = lambda xi, y: np.exp(0.3 * xi[:, 0] - 0.2 * xi[:, 1] + 0.1 * y[:, 0]) * (1 + xi[:, 0] * y[:, 1])
+    maps = [lambda xi, y: (xi, y)]
+    for use, m in zip(symmetries, (lambda xi, y: (-xi[:, ::-1], -y[:, ::-1]), lambda xi, y: (-xi, -y),
+                                   lambda xi, y: (xi, -y))):
+        if use:
+            maps += [lambda xi, y, m=m, f=f: m(*f(xi, y)) for f in maps]
+    sym = lambda xi, y: np.mean([g(*f(xi, y)) for f in maps], axis=0)
+    assert np.sum(fold.wt_N * sym(fold.xi_Nx2, fold.y_Nx2)) == pytest.approx(
+        np.sum(full.wt_N * sym(full.xi_Nx2, full.y_Nx2)), rel=1e-12)
+    assert len(fold.wt_N) < len(full.wt_N) / 2 + K**3
+
+
+def test_quadrature_check_removes_artefact_branches():
+    """The plain K = 8 rule has a semantic fixed point at omega = 0.3, alpha = 0.5 (theta ~ 0.013) and a
+    positional one at omega = 0, alpha = 2 (|m| ~ 0.06); on quasi-Monte-Carlo rules (2 x 2^15 and 2 x 2^16
+    points, two scrambles; scripts/theory_convergence.py) both collapse (theta < 0.0015, |m| < 0.003).
+    solve's check marks them not converged and keeps the branches where both exist (spread < 5%)."""
+    checked = theory.solve([0.0, 0.3], [0.5, 0.9, 2.0], quad_order=K)
+    plain = theory.solve([0.0, 0.3], [0.5, 0.9, 2.0], quad_order=K, check=False)
+    assert plain.converged.all() and plain.quad_spread.isna().all()
+    key = lambda df, om, a, b: df[np.isclose(df.omega, om) & np.isclose(df.alpha, a) & (df.branch == b)].iloc[0]
+    for om, a, b in ((0.3, 0.5, "semantic"), (0.0, 2.0, "positional")):
+        assert key(plain, om, a, b).converged and not key(checked, om, a, b).converged
+    for om, a, b in ((0.3, 0.9, "semantic"), (0.3, 2.0, "semantic"), (0.3, 0.5, "positional"), (0.0, 2.0, "semantic")):
+        r = key(checked, om, a, b)
+        assert r.converged and r.quad_spread < 0.05, (om, a, b, r.quad_spread)
+    assert checked.global_min.groupby([checked.omega, checked.alpha]).sum().max() == 1
+
+
+def test_critical_lines_in_processes_and_the_semantic_spinodal():
+    """workers=2 (two spawned processes) gives the same table as one process; with the quadrature check
+    the semantic branch at omega = 0.3 ends at a spinodal (quasi-Monte-Carlo: it collapses onto theta = 0
+    between alpha = 0.7 and 0.8; K = 8 puts it at 0.69, K = 10 at 0.76), which the plain rule missed."""
+    kw = dict(quad_order=K, n_grid=20)
+    one = theory.critical_lines([0.2, 0.3], **kw)
+    two = theory.critical_lines([0.2, 0.3], workers=2, **kw)
+    pd.testing.assert_frame_equal(one, two)
+    sp = one.alpha_sp_semantic.to_numpy()
+    assert 0.55 < sp[0] < sp[1] < 0.85, sp
+    assert np.isnan(theory.critical_lines([0.3], check=False, **kw).alpha_sp_semantic.iloc[0])

@@ -44,8 +44,8 @@ have it with theta (or |m|) within CHECK_TOL. ``quad_order="authors"`` solves on
 cubature instead (``quad_rule_authors``): it reproduces their published files.
 
 Speed (2-core CPU; compilation ~6 s included; docs/bench_theory.txt): the 46 omega x 100 alpha phase diagram
-of scripts/bench_theory.py (9200 fixed points, the check, alpha_c, alpha_l, spinodals) takes ~59 s in two
-processes (``critical_lines(workers=2)``), ~108 s in one, ~59 s in one without the check. Accuracy of
+of scripts/bench_theory.py (9200 fixed points, the check, alpha_c, alpha_l, spinodals) takes 58 s in two
+processes (``critical_lines(workers=2)``), 88 s in one, 59 s in one without the check. Accuracy of
 K = 10 (docs/theory_convergence.txt): semantic branch within ~1.2e-3 of K = 16 and of quasi-Monte-Carlo;
 positional branch q, V within ~2-3% of quasi-Monte-Carlo (Gauss-Hermite oscillates there: h* jumps between
 basins), train_loss within 2e-4.
@@ -832,11 +832,11 @@ def solve(omegas, alphas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT_
     converge, or is an artefact of the rule's nodes).
 
     ``check``: confirm each branch on the same rule turned by 45 degrees (``_quad_check_branches``: every
-    CHECK_STRIDE-th alpha, the rows in between where the verdict changes): quad_spread is the relative change of the branch's signature
-    overlap (theta, |m|) at the checked points; points above CHECK_TOL, or without a fixed point on the
-    turned rule, are not converged. At omega = 0.3 this removes
-    the semantic branch below alpha ~ 0.77, where the plain K = 10 rule has a spurious small theta
-    (quasi-Monte-Carlo rules: the branch collapses onto theta = 0 between alpha = 0.7 and 0.8).
+    CHECK_STRIDE-th alpha, and the rows in between where the verdict changes). quad_spread is the relative
+    change of the branch's signature overlap (theta, |m|) at the checked rows; rows above CHECK_TOL, or
+    without a fixed point on the turned rule, are not converged. At omega = 0.3 this removes the semantic
+    branch below alpha ~ 0.76, where the plain K = 10 rule has a spurious small theta (quasi-Monte-Carlo
+    rules: the branch collapses onto theta = 0 between alpha = 0.7 and 0.8).
     """
     A_2x2 = _as_A(A)
     al = np.atleast_1d(np.asarray(alphas, np.float64))
@@ -928,7 +928,7 @@ def _quad_check_branches(df: pd.DataFrame, A_2x2, K) -> pd.DataFrame:
     solution): a row passes when both rules converge there and its signature overlap moves less than
     CHECK_TOL. Rows between two coarse rows inherit their verdict when the two agree; between two that
     disagree the switch is found by bisection, checking single rows (warm from their solution).
-    quad_spread is filled at the checked rows. Costs ~25% of the plain solve (one check per row: ~150%).
+    quad_spread is filled at the checked rows. (One check per row instead: 2.5x the plain solve's time.)
     """
     df = df.copy()
     verdict = {}  # row label -> (passes, spread)
@@ -948,7 +948,7 @@ def _quad_check_branches(df: pd.DataFrame, A_2x2, K) -> pd.DataFrame:
         for p, ((om, br), rows) in enumerate(problems):
             rows = rows.sort_values("alpha", ascending=False)
             x_rot = out["x"][:, p]
-            sig_rot = np.abs(x_rot[:, 3]) if br == "semantic" else np.abs(x_rot[:, 1]) if br == "positional" else x_rot[:, 0]
+            sig_rot = _signature(pd.DataFrame(dict(branch=br, q=x_rot[:, 0], m=x_rot[:, 1], theta=x_rot[:, 3])))
             at = {a: k for k, a in enumerate(coarse)}
             labels, ok = rows.index.to_numpy(), rows.converged.to_numpy(bool)
             known = np.full(len(rows), -1)  # -1 unknown, 0 fails, 1 passes

@@ -1,20 +1,21 @@
 """Benchmark of the replica-theory solver against the authors' algorithm (both on this CPU).
 
 (a) The full phase diagram: omega = 0, 0.01, ..., 0.45 x 100 alphas in (0, 2], both non-trivial
-    branches (continuation, all omegas batched), then alpha_c and alpha_l for every omega. Wall time
-    includes compilation.
+    branches (continuation; theory.solve's quadrature check), then alpha_c, alpha_l and the spinodals for
+    every omega, the omegas split over --workers processes. Wall time includes compilation.
 (b) The reference algorithm (THEORY.md): per-node scipy.optimize.minimize of M(h) started at w, inside a
     plain damped (0.8) fixed-point loop in numpy. Timed for a fixed number of outer iterations at one point
     and extrapolated to the ~100 iterations x n_alpha points the same phase diagram would need.
 
 Usage: python scripts/bench_theory.py [--quad-order K] [--n-omega 46] [--n-alpha 100] [--ref-iters 2]
-       [--skip-reference] [--compare-refinement]
+       [--skip-reference] [--compare-refinement] [--workers N] [--no-check]
 
-Measured (`taskset -c 1`: one core of the 2-core CPU, shared with other jobs; compilation included; output
-in docs/bench_theory.txt): K = 10 (2550 folded nodes per problem), the full 46 x 100 diagram in 58.7 s
-wall on a quiet machine, 61-62 s at load 3-4, against ~7.5 min before this version (same run, 4 omegas:
-48.2 s before, 11.4 s after). The reference algorithm: 34.4 s per outer iteration at 10^4 nodes ->
-speed-up ~5e5 (extrapolated over 100 iterations x 9200 points).
+Measured (output in docs/bench_theory.txt; compilation included): K = 10 (2550 folded nodes per problem)
+with solve's quadrature check, the full 46 x 100 diagram in 58.1 s on both cores of this CPU (--workers 2,
+the default), 87.7 s on one core (`taskset -c 1`), 58.6 s on one core without the check (--no-check; the
+previous version, without the check, took 58.7 s there; the one before it ~7.5 min). The reference
+algorithm: ~34 s per outer iteration at 10^4 nodes -> speed-up ~5e5 (extrapolated over 100 iterations x
+9200 points).
 Accuracy of K = 10: see theory.DEFAULT_QUAD_ORDER and docs/theory_convergence.txt.
 """
 

@@ -71,9 +71,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+COMPILATION_CACHE_BYTES = 2 * 2**30  # JAX evicts the least recently used programs beyond this
+
+
 def _enable_compilation_cache() -> None:
-    """Keep compiled programs on disk (JAX's persistent cache) so that re-running or resuming a sweep
-    skips compilation. ATTNSIM_COMPILATION_CACHE=DIR moves it, =0 turns it off."""
+    """Keep compiled programs on disk (JAX's persistent cache, at most COMPILATION_CACHE_BYTES) so that
+    re-running or resuming a sweep skips compilation. ATTNSIM_COMPILATION_CACHE=DIR moves it, =0 turns
+    it off."""
     where = os.environ.get("ATTNSIM_COMPILATION_CACHE",
                            os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
                                         "attnsim", "jax"))
@@ -83,6 +87,7 @@ def _enable_compilation_cache() -> None:
 
     jax.config.update("jax_compilation_cache_dir", where)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_BYTES)
 
 
 def main(argv=None) -> int:

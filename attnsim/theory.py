@@ -38,7 +38,7 @@ Quadrature check. The plain tensor rule puts sum(w_i^2) (27% at K = 10) of its w
 xi_1 = xi_2, a measure-zero set where w_1 = w_2 on the semantic branch, and there it has fixed points the
 theory does not (a small-theta semantic branch below alpha ~ 0.76 at omega = 0.3, a positional one at
 omega <= 0.06: quasi-Monte-Carlo rules collapse both). ``solve`` therefore re-solves each branch on the same
-rule turned by 45 degrees (``quad_rule(K, rotated=True)``, no node on the diagonals) at every CHECK_STRIDE-th
+rule turned by 45 degrees (``quad_rule(K, rotated=True)``, even K: no node on the diagonals) at every CHECK_STRIDE-th
 alpha and bisects where the verdict changes (``_quad_check_branches``); a point counts only if both rules
 have it with theta (or |m|) within CHECK_TOL. ``quad_order="authors"`` solves on the authors' 144-node
 cubature instead (``quad_rule_authors``): it reproduces their published files.
@@ -203,9 +203,9 @@ def quad_rule(K: int, rotated: bool = False) -> Quad:
 
     ``rotated``: the same rule turned by 45 degrees in the (xi_1, xi_2) and in the (y_1, y_2) plane, node
     (a, b) of a plane at (a - b, a + b) / sqrt 2: as exact on polynomials (the Gaussian weight is rotation
-    invariant) but with no node on the diagonals xi_1 = +-xi_2 (K even), where the plain rule puts
-    ~sum(w^2) of the weight on the measure-zero set w_1 = w_2 of the semantic branch. The check rule of
-    ``solve`` (``quad_spread``).
+    invariant) but with no node on the diagonals xi_1 = +-xi_2 for even K (for odd K the middle row lands
+    there), where the plain rule puts sum(w^2) of the weight on the measure-zero set w_1 = w_2 of the
+    semantic branch. The check rule of ``solve`` (``quad_spread``; ``_check_order``).
     """
     x_K, w_K = np.polynomial.hermite_e.hermegauss(K)
     x_K = (x_K - x_K[::-1]) / 2.0  # exactly symmetric nodes: keeps theta = 0 invariant to round-off
@@ -722,7 +722,8 @@ def _problem_quad(K, A_2x2, free_4, rotated: bool = False) -> Quad:
         mask = np.array([1.0, 0.0 if free_4[1] == 0 else 1.0, 1.0, 0.0 if free_4[3] == 0 else 1.0])
         return quad_rule_authors()._replace(hat_mask_4=mask)
     swap = _swap_symmetric(A_2x2)
-    q = quad_rule_folded(K, swap, bool(free_4[1] == 0), bool(free_4[3] == 0), rotated)
+    q = quad_rule_folded(_check_order(K) if rotated else K, swap, bool(free_4[1] == 0), bool(free_4[3] == 0),
+                         rotated)
     pad = _n_nodes(K, swap, rotated) - len(q.wt_N)
     return Quad(np.pad(q.xi_Nx2, ((0, pad), (0, 0))), np.pad(q.y_Nx2, ((0, pad), (0, 0))), np.pad(q.wt_N, (0, pad)),
                 q.hat_mask_4)
@@ -737,7 +738,14 @@ def _n_nodes(K, swap: bool, rotated: bool = False) -> int:
     compiled shape for both; ``rotated`` is accepted for symmetry with _problem_quad and ignored)."""
     if K == AUTHORS:
         return len(quad_rule_authors().wt_N)
-    return max(len(quad_rule_folded(K, swap, neg, not neg, rot).wt_N) for neg in (False, True) for rot in (False, True))
+    return max(len(quad_rule_folded(k, swap, neg, not neg, rot).wt_N)
+               for neg in (False, True) for k, rot in ((K, False), (_check_order(K), True)))
+
+
+def _check_order(K: int) -> int:
+    """Order of the check rule: K, or K + 1 for odd K (turned by 45 degrees, an odd rule's middle node
+    row lands on the diagonals xi_1 = +-xi_2 with more weight than the plain rule has there)."""
+    return K + K % 2
 
 
 @functools.lru_cache(maxsize=None)
@@ -831,8 +839,9 @@ def solve(omegas, alphas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT_
     iterate's numbers but must not be used (converged=False: the branch does not exist there, did not
     converge, or is an artefact of the rule's nodes).
 
-    ``check``: confirm each branch on the same rule turned by 45 degrees (``_quad_check_branches``: every
-    CHECK_STRIDE-th alpha, and the rows in between where the verdict changes). quad_spread is the relative
+    ``check``: confirm each branch on the same rule turned by 45 degrees (of order K + 1 for odd K;
+    ``_quad_check_branches``: every CHECK_STRIDE-th alpha, and the rows in between where the verdict
+    changes; not done for quad_order="authors", which reproduces a published computation). quad_spread is the relative
     change of the branch's signature overlap (theta, |m|) at the checked rows; rows above CHECK_TOL, or
     without a fixed point on the turned rule, are not converged. At omega = 0.3 this removes the semantic
     branch below alpha ~ 0.76, where the plain K = 10 rule has a spurious small theta (quasi-Monte-Carlo
@@ -926,9 +935,11 @@ def _quad_check_branches(df: pd.DataFrame, A_2x2, K) -> pd.DataFrame:
     Every CHECK_STRIDE-th alpha of each branch (and its two ends) is solved again on the check rule by
     continuation (all branches as one batch of problems, the largest alpha started from the plain rule's
     solution): a row passes when both rules converge there and its signature overlap moves less than
-    CHECK_TOL. Rows between two coarse rows inherit their verdict when the two agree; between two that
-    disagree the switch is found by bisection, checking single rows (warm from their solution).
-    quad_spread is filled at the checked rows. (One check per row instead: 2.5x the plain solve's time.)
+    CHECK_TOL. The outermost rows where the plain rule has the branch are checked on their own if no
+    coarse row is there. Rows between two checked rows inherit their verdict when the two agree; between
+    two that disagree the switch is found by bisection, checking single rows (warm from their solution).
+    quad_spread is filled at the checked rows. (Checking every row instead made the phase diagram of
+    scripts/bench_theory.py take 3.5x as long as without the check: 208 s against 59 s on one core.)
     """
     df = df.copy()
     verdict = {}  # row label -> (passes, spread)
@@ -959,19 +970,29 @@ def _quad_check_branches(df: pd.DataFrame, A_2x2, K) -> pd.DataFrame:
                     sp = abs(sig_rot[k] - s0) / max(abs(s0), 1e-300) if out["converged"][k, p] else np.inf
                     verdict[lab] = (sp <= CHECK_TOL, sp)
                     known[j] = int(sp <= CHECK_TOL)
-            # rows between coarse rows: inherit the verdict, or bisect for the switch between disagreeing ones
+            def check_row(j):
+                chk = _quad_check(rows.iloc[[j]], A_2x2, K).iloc[0]
+                verdict[labels[j]] = (bool(chk.converged), chk.quad_spread)
+                known[j] = int(chk.converged)
+
+            # the outermost rows the plain rule has are marks too (a coarse row there may lack the branch)
+            for j in np.flatnonzero(ok)[[0, -1]] if ok.any() else []:
+                if known[j] < 0:
+                    check_row(j)
+            # rows between marks: inherit the verdict, or bisect for the switch between disagreeing ones
             marks = np.flatnonzero(known >= 0)
             for a_, b_ in zip(marks[:-1], marks[1:]):
-                inner = [j for j in range(a_ + 1, b_) if ok[j]]
+                inner = np.array([j for j in range(a_ + 1, b_) if ok[j]], int)
+                if known[a_] == known[b_]:
+                    known[inner] = known[a_]
+                    continue
                 lo, hi = -1, len(inner)  # inner[:lo + 1] share a_'s verdict, inner[hi:] b_'s
-                while hi - lo > 1 and known[a_] != known[b_]:
+                while hi - lo > 1:
                     mid = (lo + hi) // 2
-                    j = inner[mid]
-                    chk = _quad_check(rows.iloc[[j]], A_2x2, K).iloc[0]
-                    verdict[labels[j]] = (bool(chk.converged), chk.quad_spread)
-                    lo, hi = (mid, hi) if int(chk.converged) == known[a_] else (lo, mid)
-                known[a_ + 1:b_] = known[a_]
-                known[[j for j in inner[hi:]]] = known[b_]
+                    check_row(inner[mid])
+                    lo, hi = (mid, hi) if known[inner[mid]] == known[a_] else (lo, mid)
+                known[inner[:lo + 1]] = known[a_]
+                known[inner[hi:]] = known[b_]
             df.loc[labels[ok & (known == 0)], "converged"] = False
     for lab, (_, sp) in verdict.items():
         df.loc[lab, "quad_spread"] = sp
@@ -1091,8 +1112,10 @@ def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT
       SPINODAL_RESOLUTION (at most n_refine steps).
     NaN where there is no crossing / edge in (0, alpha_max].
 
-    ``workers`` > 1: the omegas are split over that many processes (each compiles once, ~7 s; the
-    solver itself runs on one core per process). The result does not depend on it.
+    ``workers`` > 1: the omegas are split over that many spawned processes (each compiles once, ~7 s; the
+    solver itself runs on one core per process); the result does not depend on it. A calling script
+    needs the usual ``if __name__ == "__main__":`` guard (spawned processes import it); on an
+    accelerator keep 1 (every process would claim the device).
 
     Returns: DataFrame with omega, sigma, lam, alpha_c, alpha_l, alpha_sp_semantic, alpha_sp_positional,
     lin_test_error.
@@ -1104,8 +1127,9 @@ def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT
     if workers > 1:
         kw = dict(sigma=sigma, lam=lam, A=A_2x2, quad_order=quad_order, alpha_max=alpha_max, n_grid=n_grid,
                   n_refine=n_refine, interpolate=interpolate, check=check)
-        parts = _in_processes(critical_lines, [om[i::workers] for i in range(workers)], kw)
-        return pd.concat(parts).sort_values("omega", kind="stable").reset_index(drop=True)
+        pos = [np.arange(i, len(om), workers) for i in range(workers)]  # interleaved: balanced loads
+        parts = pd.concat(_in_processes(critical_lines, [om[p] for p in pos], kw), ignore_index=True)
+        return parts.iloc[np.argsort(np.concatenate(pos), kind="stable")].reset_index(drop=True)
     K = int(quad_order)
     alpha_A = alpha_max * np.arange(1, n_grid + 1) / n_grid
     grid = solve(om, alpha_A, sigma, lam, A_2x2, K, branches=("semantic", "positional"), check=check)
@@ -1245,14 +1269,27 @@ def auto_workers(omegas) -> int:
     return max(1, min(len(os.sched_getaffinity(0)), len(np.atleast_1d(omegas)) // 8))
 
 
+_INHERITED_CONFIG = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+                     "jax_compilation_cache_max_size")
+
+
 def _in_processes(fn, chunks, kwargs):
-    """[fn(chunk, **kwargs) for chunk in chunks], each in its own spawned process (XLA's CPU client runs
-    one computation at a time per process; omegas interleaved over chunks balance the load)."""
+    """[fn(chunk, **kwargs) for chunk in chunks], each in its own spawned process, which inherits this
+    process's persistent-compilation-cache settings (one solve uses one core; threads in one process
+    gave no speed-up)."""
     import concurrent.futures
     import multiprocessing
 
-    with concurrent.futures.ProcessPoolExecutor(len(chunks), mp_context=multiprocessing.get_context("spawn")) as ex:
+    settings = {k: jax.config.values[k] for k in _INHERITED_CONFIG}
+    with concurrent.futures.ProcessPoolExecutor(len(chunks), mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_configure, initargs=(settings,)) as ex:
         return list(ex.map(functools.partial(_call_with, fn, kwargs), chunks))
+
+
+def _configure(settings):
+    for k, v in settings.items():
+        if v is not None:
+            jax.config.update(k, v)
 
 
 def _call_with(fn, kwargs, arg):

@@ -16,6 +16,7 @@ Per-step costs are the difference between runs of two step counts, so set-up and
 
     python scripts/bench_sweep.py                 # ~5 min on a 2-core CPU
     python scripts/bench_sweep.py --dims 100 1000 --batches 1 8 32
+    python scripts/bench_sweep.py --dims 1000 --batches 1 64 256 --own-data 16 64 256   # on a GPU (scripts/gpu_check.sh)
 """
 
 from __future__ import annotations
@@ -41,16 +42,18 @@ def _timed(fn, *args) -> float:
     return best
 
 
-def engine_step_cost(d: int, n: int, batch: int) -> float:
-    """Seconds per run per step of the engine on a chunk of ``batch`` runs of one seed (different omegas):
-    the difference between two step counts, the larger one chosen so that the extra steps stream ~100 GB
-    of training inputs (enough to drown dispatch and set-up noise)."""
+def engine_step_cost(d: int, n: int, batch: int, own_data: bool = False) -> float:
+    """Seconds per run per step of the engine on a chunk of ``batch`` runs of one seed (different omegas),
+    or with ``own_data`` of ``batch`` seeds (one run each, each reading its own training inputs): the
+    difference between two step counts, the larger one chosen so that the extra steps stream ~100 GB of
+    training inputs (enough to drown dispatch and set-up noise)."""
     steps = (50, 50 + max(200, int(1e11 / (batch * n * 2 * d * 4 * 2))))
     times = []
     for s in steps:
         cfg = config_lib.default_config()
-        cfg.update(dict(d=d, alphas=(n / d,), omegas=tuple(np.linspace(0.1, 0.5, batch)), inits=("random",),
-                        steps=s, n_test=1, test_chunk=1, checkpoint_every=s))
+        grid = dict(seeds=batch, omegas=(0.3,)) if own_data else dict(omegas=tuple(np.linspace(0.1, 0.5, batch)))
+        cfg.update(dict(d=d, alphas=(n / d,), inits=("random",), steps=s, n_test=1, test_chunk=1,
+                        checkpoint_every=s, **grid))
         runs = sweep.expand_grid(cfg)
         engine, (chunk,) = sweep.Engine(cfg), sweep.plan_chunks(runs, batch)
         times.append(_timed(engine.run_chunk, runs, chunk))
@@ -81,12 +84,20 @@ def authors_step_cost(d: int, n: int, steps=(50, 250)) -> float:
 
 
 def read_bandwidth(gib: float = 2.0) -> float:
-    """Bytes per second of a streaming read: numpy sum over a float32 array of ``gib`` GiB (best of 5)."""
-    a = np.ones(int(gib * 2**30 // 4), np.float32)
+    """Bytes per second of a streaming read of a float32 array of ``gib`` GiB (best of 5): numpy's sum on a
+    CPU (larger than the last-level cache), a jitted sum in the accelerator's memory otherwise."""
+    if jax.default_backend() == "cpu":
+        a = np.ones(int(gib * 2**30 // 4), np.float32)
+        total = a.sum
+    else:
+        a = jnp.ones(int(gib * 2**30 // 4), jnp.float32)
+        summed = jax.jit(jnp.sum)
+        total = lambda: summed(a).block_until_ready()
+    total()
     best = np.inf
     for _ in range(5):
         t = time.perf_counter()
-        a.sum()
+        total()
         best = min(best, time.perf_counter() - t)
     return a.nbytes / best
 
@@ -106,6 +117,8 @@ def main() -> None:
     ap.add_argument("--dims", type=int, nargs="+", default=[30, 100, 300, 1000])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
     ap.add_argument("--skip-whole-run", action="store_true")
+    ap.add_argument("--own-data", type=int, nargs="*", default=[],
+                    help="(e): chunks of this many seeds at d = 1000, each run reading its own training inputs")
     args = ap.parse_args()
     print(f"backend: {jax.default_backend()}, {jax.device_count()} device(s): {jax.devices()[0].device_kind}")
 
@@ -134,6 +147,10 @@ def main() -> None:
     print(f"(d) roofline: {step_bytes / 1e6:.0f} MB of training inputs per step (2 passes) -> "
           f"{step_bytes / ours / 1e9:.1f} GB/s; measured streaming read {bw / 1e9:.1f} GB/s (2 GiB array) "
           f"-> {step_bytes / ours / bw:.0%} of it")
+    for R in args.own_data:
+        t = engine_step_cost(d, n, R, own_data=True)
+        print(f"(e) {R} runs with their own data, d = {d}: {t * 1e6:.1f} us per run per step -> "
+              f"{step_bytes / t / 1e9:.1f} GB/s of training inputs = {step_bytes / t / bw:.0%} of the measured read")
     if not args.skip_whole_run:
         print(f"whole run d = 1000, alpha = 2 (5000 GD steps, 10000 test samples, baseline): {whole_run_seconds():.1f} s")
 

@@ -3,7 +3,7 @@
 Semantic-init runs are compared with the semantic branch, positional-init (and random-init) runs with
 the positional branch, at alpha in {0.5, 1.5, 2} (the nearest points of the authors' grid); the linear
 baseline with its population optimum. Prints mean +- standard error over seeds, the theory, and the
-relative difference; "theory: none" where the branch has no fixed point (theory.solve: converged False).
+relative difference; theory NaN where the branch has no fixed point (theory.solve: converged False).
 
 At alpha = 0.5075 the semantic branch has none: on every rule that resolves it (quasi-Monte-Carlo, the
 45-degree-turned Gauss-Hermite rule) it collapses onto theta = 0 below alpha ~ 0.76 (the plain K = 10 rule

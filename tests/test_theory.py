@@ -276,7 +276,7 @@ def authors_rule_rows():
 @pytest.mark.parametrize("branch", ["semantic", "positional"])
 def test_reference_reproduced_on_the_authors_rule(authors_rule_rows, branch):
     """Our equations on the authors' cubature reproduce their files on every row alpha >= 0.1, the small-
-    alpha semantic rows included (where the converged theory's theta is 3-4x smaller): measured max
+    alpha semantic rows included (where the converged theory has no semantic fixed point): measured max
     deviations q 0.9%, |m| 0.12%, theta 0.9%, test_error 1.1%, train_loss 2.3% (their Phi used a 28-node
     degree-11 rule with local minimisation, not reproduced here; test_error and E[M] are integrated at
     Gauss-Hermite order 16). The brief's bounds: 1% on q, |m|; 2.5% on theta, test_error; train_loss
@@ -346,9 +346,30 @@ def test_critical_lines_in_processes_and_the_semantic_spinodal():
     the semantic branch at omega = 0.3 ends at a spinodal (quasi-Monte-Carlo: it collapses onto theta = 0
     between alpha = 0.7 and 0.8; K = 8 puts it at 0.69, K = 10 at 0.76), which the plain rule missed."""
     kw = dict(quad_order=K, n_grid=20)
-    one = theory.critical_lines([0.2, 0.3], **kw)
-    two = theory.critical_lines([0.2, 0.3], workers=2, **kw)
-    pd.testing.assert_frame_equal(one, two)
+    one = theory.critical_lines([0.3, 0.2], **kw)
+    two = theory.critical_lines([0.3, 0.2], workers=2, **kw)
+    pd.testing.assert_frame_equal(one, two)  # the same rows, in the callers' order
     sp = one.alpha_sp_semantic.to_numpy()
-    assert 0.55 < sp[0] < sp[1] < 0.85, sp
+    assert 0.55 < sp[1] < sp[0] < 0.85, sp
     assert np.isnan(theory.critical_lines([0.3], check=False, **kw).alpha_sp_semantic.iloc[0])
+
+
+def test_quadrature_check_covers_the_ends_of_a_branch():
+    """Where the plain rule loses a branch at the end of the alpha range (here: made not converged at the
+    smallest alpha), the rows next to it are still checked: the sparse check's verdicts equal checking
+    every row."""
+    A = np.asarray(theory.STANDARD_A)
+    plain = theory.solve([0.3], np.round(np.linspace(0.3, 1.0, 12), 4), quad_order=6, branches=("semantic",),
+                         check=False)
+    plain.loc[plain.alpha == plain.alpha.min(), "converged"] = False
+    sparse = theory._quad_check_branches(plain, A, 6)
+    every = theory._quad_check(plain[plain.converged], A, 6)
+    np.testing.assert_array_equal(sparse.converged[plain.converged].to_numpy(), every.converged.to_numpy())
+    assert not every.converged.all() and every.converged.any()  # the case has both verdicts
+
+
+def test_check_rule_of_odd_orders_is_even():
+    """For odd K the check rule is the turned rule of order K + 1: no node on the diagonals."""
+    q = theory._problem_quad(7, np.asarray(theory.STANDARD_A), np.array(theory._FREE_Q_M_V_TH["semantic"]), True)
+    real = q.wt_N > 0
+    assert np.min(np.abs(np.abs(q.xi_Nx2[real, 0]) - np.abs(q.xi_Nx2[real, 1]))) > 1e-3

@@ -44,8 +44,8 @@ have it with theta (or |m|) within CHECK_TOL. ``quad_order="authors"`` solves on
 cubature instead (``quad_rule_authors``): it reproduces their published files.
 
 Speed (2-core CPU; compilation ~6 s included; docs/bench_theory.txt): the 46 omega x 100 alpha phase diagram
-of scripts/bench_theory.py (9200 fixed points, the check, alpha_c, alpha_l, spinodals) takes 58 s in two
-processes (``critical_lines(workers=2)``), 88 s in one, 59 s in one without the check. Accuracy of
+of scripts/bench_theory.py (9200 fixed points, the check, alpha_c, alpha_l, spinodals) takes 57 s in two
+processes (``critical_lines(workers=2)``), 80 s in one, 55 s in one without the check. Accuracy of
 K = 10 (docs/theory_convergence.txt): semantic branch within ~1.2e-3 of K = 16 and of quasi-Monte-Carlo;
 positional branch q, V within ~2-3% of quasi-Monte-Carlo (Gauss-Hermite oscillates there: h* jumps between
 basins), train_loss within 2e-4.

@@ -273,8 +273,8 @@ def quad_rule_authors() -> Quad:
 
     Their notebook integrates the hat updates with ``quadpy.e2r2.get_good_scheme(7)``, once over
     (xi_1, xi_2) and once over (y_1, y_2): the 12-point fully symmetric degree-7 rule for the weight
-    exp(-|u|^2) in the plane (Stroud, *Approximate calculation of multiple integrals*, 1971, E2r2 7-1:
-    (+-r, 0), (0, +-r) with r^2 = 3; (+-s, +-s), (+-t, +-t) with s^2, t^2 = (9 -+ 3 sqrt 5) / 8; weights
+    exp(-|u|^2) in the plane (of the kind tabulated by Stroud, *Approximate calculation of multiple
+    integrals*, 1971; this one: (+-r, 0), (0, +-r) with r^2 = 3; (+-s, +-s), (+-t, +-t) with s^2, t^2 = (9 -+ 3 sqrt 5) / 8; weights
     pi/36, pi (5 +- 2 sqrt 5) / 45), scaled by sqrt 2 to standard Gaussians. It is exact for polynomials of
     degree 7 in each pair (tests/test_theory.py) and invariant under every symmetry quad_rule_folded uses.
     """

@@ -1,4 +1,4 @@
-"""Tests of the replica-theory solver (attnsim/theory.py), sized for a 2-core CPU (~50 s in all).
+"""Tests of the replica-theory solver (attnsim/theory.py), sized for a 2-core CPU (~70 s on one core).
 
 Quad orders are kept small here (K = 8: 4096 nodes, folded to 1056; within ~2e-3 of K = 16 at alpha =
 1.57 on the semantic branch); the full comparison with both reference files at the default order is

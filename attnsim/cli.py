@@ -77,10 +77,11 @@ COMPILATION_CACHE_BYTES = 2 * 2**30  # JAX evicts the least recently used progra
 def _enable_compilation_cache() -> None:
     """Keep compiled programs on disk (JAX's persistent cache, at most COMPILATION_CACHE_BYTES) so that
     re-running or resuming a sweep skips compilation. ATTNSIM_COMPILATION_CACHE=DIR moves it, =0 turns
-    it off."""
+    it off. (The size bound keeps an access-time file per entry: a folder filled without it, like the
+    earlier default ~/.cache/attnsim/jax, makes JAX warn on every write.)"""
     where = os.environ.get("ATTNSIM_COMPILATION_CACHE",
                            os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
-                                        "attnsim", "jax"))
+                                        "attnsim", "jax-lru"))
     if where in ("", "0"):
         return
     import jax

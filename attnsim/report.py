@@ -207,7 +207,11 @@ def write_summary(table: pd.DataFrame, path: Path, phase: pd.DataFrame | None = 
         lines += [f"## ω = {omega:g}, σ = {sigma:g}, λ = {lam:g}, d = {d}", ""]
         p = select(phase, omega=omega, sigma=sigma, lam=lam)
         if len(p):
-            lines += [f"Theory: α_c = {_fmt_alpha(p.alpha_c.iloc[0], 4)}, α_l = {_fmt_alpha(p.alpha_l.iloc[0], 4)}", ""]
+            r = p.iloc[0]
+            spinodals = [f"{b} branch ends at α = {r[f'alpha_sp_{b}']:.3g}"  # exists on one side only
+                         for b in ("semantic", "positional") if np.isfinite(r.get(f"alpha_sp_{b}", np.nan))]
+            lines += [f"Theory: α_c = {_fmt_alpha(r.alpha_c, 4)}, α_l = {_fmt_alpha(r.alpha_l, 4)}"
+                      + (f" ({'; '.join(spinodals)})" if spinodals else ""), ""]
         e = select(empirical, omega=omega, sigma=sigma, lam=lam, d=d)
         if len(e):
             lines += [f"Simulations: α_c ≈ {_fmt_alpha(e.alpha_c.iloc[0])} (global minimum switches to the semantic "

@@ -88,6 +88,8 @@ def test_reduced_config_runs_and_reports(tmp_path, name):
     phase = pd.read_csv(workdir / "phase.csv")
     assert {"alpha_c", "alpha_l"} <= set(phase.columns) and len(phase) == len(results.groupby(["omega", "sigma", "lam"]))
     assert "Theory: α_c = " in md and "Simulations: α_c ≈ " in md
+    if np.isfinite(phase.alpha_sp_semantic).any():  # the theory's spinodals are in the summary
+        assert "semantic branch ends at α = " in md
     # the theory column is theory.csv's branch at that point (NaN where the branch did not converge)
     th = theory[theory.branch == "semantic"].round({"alpha": 10})
     th = th.assign(test_error=th.test_error.where(th.converged))

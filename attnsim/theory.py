@@ -38,10 +38,10 @@ Quadrature check. The plain tensor rule puts sum(w_i^2) (27% at K = 10) of its w
 xi_1 = xi_2, a measure-zero set where w_1 = w_2 on the semantic branch, and there it has fixed points the
 theory does not (a small-theta semantic branch below alpha ~ 0.76 at omega = 0.3, a positional one at
 omega <= 0.06: quasi-Monte-Carlo rules collapse both). ``solve`` therefore re-solves each branch on the same
-rule turned by 45 degrees (``quad_rule(K, rotated=True)``, even K: no node on the diagonals) at every CHECK_STRIDE-th
-alpha and bisects where the verdict changes (``_quad_check_branches``); a point counts only if both rules
-have it with theta (or |m|) within CHECK_TOL. ``quad_order="authors"`` solves on the authors' 144-node
-cubature instead (``quad_rule_authors``): it reproduces their published files.
+rule turned by 45 degrees (``quad_rule(K, rotated=True)``, even K: no node on the diagonals) at every
+CHECK_STRIDE-th alpha and bisects where the verdict changes (``_quad_check_branches``); a point counts
+only if both rules have it with theta (or |m|) within CHECK_TOL. ``quad_order="authors"`` solves on the
+authors' 144-node cubature instead (``quad_rule_authors``): it reproduces their published files.
 
 Speed (2-core CPU; compilation ~6 s included; docs/bench_theory.txt): the 46 omega x 100 alpha phase diagram
 of scripts/bench_theory.py (9200 fixed points, the check, alpha_c, alpha_l, spinodals) takes 57 s in two
@@ -274,8 +274,9 @@ def quad_rule_authors() -> Quad:
     Their notebook integrates the hat updates with ``quadpy.e2r2.get_good_scheme(7)``, once over
     (xi_1, xi_2) and once over (y_1, y_2): the 12-point fully symmetric degree-7 rule for the weight
     exp(-|u|^2) in the plane (of the kind tabulated by Stroud, *Approximate calculation of multiple
-    integrals*, 1971; this one: (+-r, 0), (0, +-r) with r^2 = 3; (+-s, +-s), (+-t, +-t) with s^2, t^2 = (9 -+ 3 sqrt 5) / 8; weights
-    pi/36, pi (5 +- 2 sqrt 5) / 45), scaled by sqrt 2 to standard Gaussians. It is exact for polynomials of
+    integrals*, 1971; this one: (+-r, 0), (0, +-r) with r^2 = 3; (+-s, +-s), (+-t, +-t) with
+    s^2, t^2 = (9 -+ 3 sqrt 5) / 8; weights pi/36, pi (5 +- 2 sqrt 5) / 45), scaled by sqrt 2 to standard
+    Gaussians. It is exact for polynomials of
     degree 7 in each pair (tests/test_theory.py) and invariant under every symmetry quad_rule_folded uses.
     """
     s5 = np.sqrt(5.0)
@@ -724,7 +725,7 @@ def _problem_quad(K, A_2x2, free_4, rotated: bool = False) -> Quad:
     swap = _swap_symmetric(A_2x2)
     q = quad_rule_folded(_check_order(K) if rotated else K, swap, bool(free_4[1] == 0), bool(free_4[3] == 0),
                          rotated)
-    pad = _n_nodes(K, swap, rotated) - len(q.wt_N)
+    pad = _n_nodes(K, swap) - len(q.wt_N)
     return Quad(np.pad(q.xi_Nx2, ((0, pad), (0, 0))), np.pad(q.y_Nx2, ((0, pad), (0, 0))), np.pad(q.wt_N, (0, pad)),
                 q.hat_mask_4)
 
@@ -733,9 +734,9 @@ def _swap_symmetric(A_2x2) -> bool:
     return bool(A_2x2[0, 0] == A_2x2[1, 1])
 
 
-def _n_nodes(K, swap: bool, rotated: bool = False) -> int:
+def _n_nodes(K, swap: bool) -> int:
     """Nodes of the largest folded rule of the semantic and positional branches, plain or turned (one
-    compiled shape for both; ``rotated`` is accepted for symmetry with _problem_quad and ignored)."""
+    compiled shape for both)."""
     if K == AUTHORS:
         return len(quad_rule_authors().wt_N)
     return max(len(quad_rule_folded(k, swap, neg, not neg, rot).wt_N)
@@ -781,7 +782,7 @@ def _run_problems(K, A_2x2, omega_P, sigma_P, lam_P, alphas_AxP, x0_Px4, free_Px
     CPU already at 8 problems. (Problems on two Python threads do not run concurrently on XLA's CPU
     client: measured no gain.) Returns dict of numpy arrays (A, P, ...)."""
     step = _compiled_step(K)
-    n_nodes = _n_nodes(K, _swap_symmetric(A_2x2), rotated)
+    n_nodes = _n_nodes(K, _swap_symmetric(A_2x2))
     outs = []
     with jax.enable_x64(True):
         for i in range(len(omega_P)):
@@ -841,8 +842,8 @@ def solve(omegas, alphas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT_
 
     ``check``: confirm each branch on the same rule turned by 45 degrees (of order K + 1 for odd K;
     ``_quad_check_branches``: every CHECK_STRIDE-th alpha, and the rows in between where the verdict
-    changes; not done for quad_order="authors", which reproduces a published computation). quad_spread is the relative
-    change of the branch's signature overlap (theta, |m|) at the checked rows; rows above CHECK_TOL, or
+    changes; not done for quad_order="authors", which reproduces a published computation). quad_spread
+    is the relative change of the branch's signature overlap (theta, |m|) at the checked rows; rows above CHECK_TOL, or
     without a fixed point on the turned rule, are not converged. At omega = 0.3 this removes the semantic
     branch below alpha ~ 0.76, where the plain K = 10 rule has a spurious small theta (quasi-Monte-Carlo
     rules: the branch collapses onto theta = 0 between alpha = 0.7 and 0.8).
@@ -947,10 +948,11 @@ def _quad_check_branches(df: pd.DataFrame, A_2x2, K) -> pd.DataFrame:
         problems = list(grp.groupby(["omega", "branch"]))
         alphas = np.unique(grp.alpha)[::-1]  # descending, as the continuation runs
         coarse = alphas[np.unique(np.r_[np.arange(0, len(alphas), CHECK_STRIDE), len(alphas) - 1])]
+        at = {a: k for k, a in enumerate(coarse)}
         x0 = np.empty((len(problems), 4))
         for p, ((om, br), rows) in enumerate(problems):
-            top = rows.loc[rows.alpha.idxmax()]
-            x0[p] = _x_of(top.to_frame().T)[0] if top.converged else _START_Q_M_V_TH[br]
+            top = rows.loc[[rows.alpha.idxmax()]]
+            x0[p] = _x_of(top)[0] if top.converged.iloc[0] else _START_Q_M_V_TH[br]
         omega_P = np.array([om for (om, _), _ in problems])
         free = np.array([_FREE_Q_M_V_TH[br] for (_, br), _ in problems], np.float64)
         out = _run_problems(K, A_2x2, omega_P, np.full(len(problems), sig), np.full(len(problems), lm),
@@ -960,16 +962,15 @@ def _quad_check_branches(df: pd.DataFrame, A_2x2, K) -> pd.DataFrame:
             rows = rows.sort_values("alpha", ascending=False)
             x_rot = out["x"][:, p]
             sig_rot = _signature(pd.DataFrame(dict(branch=br, q=x_rot[:, 0], m=x_rot[:, 1], theta=x_rot[:, 3])))
-            at = {a: k for k, a in enumerate(coarse)}
             labels, ok = rows.index.to_numpy(), rows.converged.to_numpy(bool)
             known = np.full(len(rows), -1)  # -1 unknown, 0 fails, 1 passes
             for j, (lab, a) in enumerate(zip(labels, rows.alpha)):
                 if a in at and ok[j]:
                     k = at[a]
-                    s0 = _signature(rows.iloc[[j]])[0]
-                    sp = abs(sig_rot[k] - s0) / max(abs(s0), 1e-300) if out["converged"][k, p] else np.inf
+                    sp = float(_spread(_signature(rows.iloc[[j]])[0], sig_rot[k], out["converged"][k, p]))
                     verdict[lab] = (sp <= CHECK_TOL, sp)
                     known[j] = int(sp <= CHECK_TOL)
+
             def check_row(j):
                 chk = _quad_check(rows.iloc[[j]], A_2x2, K).iloc[0]
                 verdict[labels[j]] = (bool(chk.converged), chk.quad_spread)
@@ -999,6 +1000,12 @@ def _quad_check_branches(df: pd.DataFrame, A_2x2, K) -> pd.DataFrame:
     return df
 
 
+def _spread(s0, s_check, check_converged):
+    """quad_spread: relative change of the signature overlap s0 on the check rule (inf where the check
+    rule has no fixed point)."""
+    return np.where(check_converged, np.abs(s_check - s0) / np.maximum(np.abs(s0), 1e-300), np.inf)
+
+
 def _signature(df: pd.DataFrame) -> np.ndarray:
     """The overlap that defines each row's branch: theta (semantic), |m| (positional), q (trivial)."""
     b = df.branch.to_numpy()
@@ -1019,8 +1026,7 @@ def _quad_check(df: pd.DataFrame, A_2x2, K) -> pd.DataFrame:
         rows = df.iloc[i]
         rot = _solve_points(rows.omega, rows.alpha, rows.branch, _x_of(rows), sig, lm, A_2x2, K, rotated=True,
                             tol=CHECK_SOLVE_TOL)
-        s0, s1 = _signature(rows), _signature(rot)
-        spread[i] = np.where(rot.converged, np.abs(s1 - s0) / np.maximum(np.abs(s0), 1e-300), np.inf)
+        spread[i] = _spread(_signature(rows), _signature(rot), rot.converged)
     df["quad_spread"] = spread
     df["converged"] = ok & (spread <= CHECK_TOL)
     return df

@@ -16,7 +16,7 @@ Per-step costs are the difference between runs of two step counts, so set-up and
 
     python scripts/bench_sweep.py                 # ~5 min on a 2-core CPU
     python scripts/bench_sweep.py --dims 100 1000 --batches 1 8 32
-    python scripts/bench_sweep.py --dims 1000 --batches 1 64 256 --own-data 16 64 256   # on a GPU (scripts/gpu_check.sh)
+    python scripts/bench_sweep.py --dims 1000 --batches 1 64 256 --own-data 16 64 256   # a GPU: gpu_check.sh
 """
 
 from __future__ import annotations
@@ -150,7 +150,8 @@ def main() -> None:
     for R in args.own_data:
         t = engine_step_cost(d, n, R, own_data=True)
         print(f"(e) {R} runs with their own data, d = {d}: {t * 1e6:.1f} us per run per step -> "
-              f"{step_bytes / t / 1e9:.1f} GB/s of training inputs = {step_bytes / t / bw:.0%} of the measured read")
+              f"{step_bytes / t / 1e9:.1f} GB/s of training inputs = {step_bytes / t / bw:.0%} of the "
+              "measured read")
     if not args.skip_whole_run:
         print(f"whole run d = 1000, alpha = 2 (5000 GD steps, 10000 test samples, baseline): {whole_run_seconds():.1f} s")
 

@@ -259,7 +259,8 @@ def test_quad_rule_authors_is_degree_7_per_pair():
     assert len(rule.wt_N) == 144 and rule.wt_N.min() > 0
     moment = lambda k: 0.0 if k % 2 else float(np.prod(np.arange(k - 1, 0, -2)))  # E[u^k]
     for i, j, k, l in [(i, j, k, l) for i in range(8) for j in range(8 - i) for k in range(4) for l in range(4 - k)]:
-        got = np.sum(rule.wt_N * rule.xi_Nx2[:, 0]**i * rule.xi_Nx2[:, 1]**j * rule.y_Nx2[:, 0]**k * rule.y_Nx2[:, 1]**l)
+        xi, y = rule.xi_Nx2, rule.y_Nx2
+        got = np.sum(rule.wt_N * xi[:, 0]**i * xi[:, 1]**j * y[:, 0]**k * y[:, 1]**l)
         assert got == pytest.approx(moment(i) * moment(j) * moment(k) * moment(l), abs=1e-11), (i, j, k, l)
     assert np.sum(rule.wt_N * rule.xi_Nx2[:, 0]**8) != pytest.approx(105.0, rel=1e-3)
 

@@ -1,21 +1,28 @@
-"""Checkpoints of the chunk in training (Orbax), so that a killed sweep resumes where it stopped.
+"""Checkpoints of the chunks in training (Orbax), so that a killed sweep resumes where it stopped.
 
-Finished runs are recorded in results.csv, the sweep's record. The chunk in progress trains in segments of
-``cfg.checkpoint_every`` steps; after a segment, once ``cfg.checkpoint_seconds`` have passed since the
-chunk started or was last saved, its batched TrainState (the run axis sharded over the devices) is saved
-by an Orbax CheckpointManager under WORKDIR/checkpoints, asynchronously, with a JSON record: the chunk's
-runs (their KEY_COLUMNS), the steps done, the config fingerprint and a digest of the state.
+Finished runs are recorded in the results files, the sweep's record. A chunk in progress trains in segments
+of ``cfg.checkpoint_every`` steps; after a segment has *finished* (the caller waits for its result), once
+``cfg.checkpoint_seconds`` have passed since the chunk started or was last saved, its batched TrainState is
+saved by an Orbax CheckpointManager, asynchronously, with a JSON record: the chunk's runs (their
+KEY_COLUMNS), the steps done, the config fingerprint and a digest of the state.
+
+Every writer of a workdir (the single process, each process of a multi-process launch, each shard) saves
+into a folder of its own (``attnsim.workdir``), so no two processes ever write one checkpoint folder and no
+save waits for another process: the manager runs in a process without ``jax.distributed`` (see
+``attnsim.cluster``), so Orbax coordinates nothing. A relaunch reads the records of every folder it may
+resume (:func:`find`) before any process writes, so all processes agree on the chunks; only the process that
+owns a chunk loads its state (:func:`load`).
 
 Orbax writes a save into a temporary directory and renames it when complete, so a save killed midway is
 never taken for a checkpoint. A checkpoint damaged afterwards (a deleted or overwritten file) fails to
-restore or to match its digest: the previous one is used, with a warning. Because a segment's step count
-is a run-time argument of one compiled program (``training.train_steps``), a resumed chunk ends with the
-same bits as an uninterrupted one on the same devices with the same chunk plan (``max_batch``); on another
-device count it is restored, re-padded, and agrees up to float32 reduction order.
+restore or to match its digest: the previous one of the same chunk is used, with a warning. Because a
+segment's step count is a run-time argument of one compiled program (``training.train_steps``), a resumed
+chunk ends with the same bits as an uninterrupted one on the same devices with the same chunk plan
+(``max_batch``); on another device count it is restored, re-padded, and agrees up to float32 reduction order.
 
 Testing hook: ``ATTNSIM_FAULT=EVENT:N`` kills the process (SIGKILL) at the N-th EVENT, one of
-``segment`` (after a training segment, once its save, if any, is complete), ``save`` (just after a save was started,
-while it is written) and ``chunk`` (just after a chunk's rows were written to results.csv).
+``segment`` (after a finished training segment, once its save, if any, is complete), ``save`` (just after a
+save was started, while it is written) and ``chunk`` (just after a chunk's rows were written).
 """
 
 from __future__ import annotations
@@ -23,20 +30,38 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import json
 import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import jax
 import numpy as np
 import pandas as pd
 
-KEEP = 3  # checkpoints kept: the newest may be damaged, the one before it is the fallback
+KEEP = 3  # checkpoints kept per folder: the newest may be damaged, the ones before it are the fallback
+
+# Config fields that change what a finished run's numbers mean: results and checkpoints are only reused
+# under the same values.
+FINGERPRINT_FIELDS = ("d", "L", "r", "r_t", "A", "lam_lin", "lin_input", "seed", "optimizer", "lr", "steps",
+                      "n_test", "test_chunk")
 
 _fault_counts: collections.Counter = collections.Counter()
+
+
+def fingerprint(cfg) -> dict:
+    """The FINGERPRINT_FIELDS of a config, as JSON stores them (tuples become lists)."""
+    return json.loads(json.dumps({f: cfg[f] for f in FINGERPRINT_FIELDS}))
+
+
+def fingerprint_difference(mine: dict, theirs) -> str | None:
+    """``"FIELD=THEIRS, now MINE"`` for the first field where two fingerprints differ, or None."""
+    theirs = theirs if isinstance(theirs, dict) else {}
+    diff = [f for f in {**mine, **theirs} if theirs.get(f) != mine.get(f)]
+    return f"{diff[0]}={theirs.get(diff[0])!r}, now {mine.get(diff[0])!r}" if diff else None
 
 
 def fault(event: str, before: Callable[[], None] | None = None) -> None:
@@ -61,20 +86,145 @@ def digest(state) -> str:
     return h.hexdigest()
 
 
-@dataclasses.dataclass
-class Resumed:
-    """A chunk restored from a checkpoint: per seed, the row labels (into the runs table) of its group,
-    the steps done, and the state of its real runs, host arrays of shape (seeds, runs, ...)."""
+@dataclasses.dataclass(frozen=True)
+class Saved:
+    """A checkpoint's record, found on disk: the chunk (per seed, the row labels into the runs table of its
+    group), the steps done and the padded shape of the saved state."""
 
+    directory: Path
+    step: int
     seeds: tuple[int, ...]
     n_max: int
     groups: tuple[tuple[int, ...], ...]
     steps_done: int
+    shape: tuple[int, int]
+
+    @property
+    def rows(self) -> tuple[int, ...]:
+        return tuple(i for g in self.groups for i in g)
+
+
+@dataclasses.dataclass
+class Resumed:
+    """A chunk restored from a checkpoint: its Saved record and the state of its real runs, host arrays of
+    shape (seeds, runs, ...)."""
+
+    saved: Saved
     state: Any
+
+    @property
+    def steps_done(self) -> int:
+        return self.saved.steps_done
+
+
+def _manager(directory: Path, read_only: bool):
+    import orbax.checkpoint as ocp
+
+    # (Orbax's read_only option logs warnings on every use: a manager that is never asked to save is enough.)
+    options = (ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False) if read_only else
+               ocp.CheckpointManagerOptions(max_to_keep=KEEP, enable_async_checkpointing=True, create=True))
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+
+def _records(directory: Path):
+    """(step, record or the exception that reading it raised) for every checkpoint of a folder, newest
+    first."""
+    import orbax.checkpoint as ocp
+
+    manager = _manager(directory, read_only=True)
+    try:
+        for step in sorted(manager.all_steps(), reverse=True):
+            try:
+                yield step, manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            except Exception as e:  # an unreadable record: a damaged checkpoint
+                yield step, e
+    finally:
+        manager.close()
+
+
+def find(directories: Iterable[Path], runs: pd.DataFrame, key_columns: list[str], fingerprint: dict) -> list[Saved]:
+    """The chunks that can be resumed: per folder, the newest checkpoint of this config whose runs are all in
+    ``runs`` (still to do), then, of chunks that share a run (left by launches of different process counts),
+    the one with the most steps done. Ordered by their first run's row label, so that every process that
+    reads the same folders gets the same list.
+
+    Records that cannot be read are skipped with a warning (the previous checkpoint is tried); records of
+    another config fingerprint (e.g. copied from another workdir) with one warning per folder."""
+    label = {tuple(k): i for i, k in zip(runs.index, runs[key_columns].itertuples(index=False))}
+    found = []
+    for directory in directories:
+        if not Path(directory).is_dir():
+            continue
+        foreign = False
+        for step, meta in _records(directory):
+            if isinstance(meta, Exception):
+                _damaged(directory, step, meta)
+                continue
+            if meta.get("fingerprint") != fingerprint:
+                if not foreign:
+                    foreign = True
+                    what = fingerprint_difference(fingerprint, meta.get("fingerprint")) or "?"
+                    print(f"attnsim: warning: checkpoint {Path(directory) / str(step)} belongs to a different config "
+                          f"({what}); not restored", file=sys.stderr)
+                continue
+            try:
+                groups = tuple(tuple(label.get(tuple(k)) for k in g) for g in meta["groups"])
+                saved = Saved(Path(directory), step, tuple(meta["seeds"]), int(meta["n_max"]), groups,
+                              int(meta["steps_done"]), tuple(int(v) for v in meta["shape"]))
+            except (KeyError, TypeError, ValueError) as e:
+                _damaged(directory, step, e)
+                continue
+            if any(i is None for i in saved.rows):
+                continue  # its runs are already done (or no longer in the config)
+            found.append(saved)
+    found.sort(key=lambda s: (-s.steps_done, -s.step))
+    kept, taken = [], set()
+    for s in found:
+        if taken.isdisjoint(s.rows):
+            kept.append(s)
+            taken.update(s.rows)
+    return sorted(kept, key=lambda s: s.rows[0])
+
+
+def load(saved: Saved, template: Callable) -> Resumed | None:
+    """The state of a found checkpoint, checked against its digest; if it is damaged, that of an earlier
+    checkpoint of the same chunk in its folder (with a warning); None if there is none (train afresh).
+    ``template(n_max, shape)`` gives the state's structure as host arrays of the saved padded shape."""
+    import orbax.checkpoint as ocp
+
+    manager = _manager(saved.directory, read_only=True)
+    try:
+        for step, meta in _records(saved.directory):
+            if step > saved.step or isinstance(meta, Exception):
+                continue
+            try:
+                same = (meta["seeds"] == list(saved.seeds) and meta["n_max"] == saved.n_max
+                        and tuple(int(v) for v in meta["shape"]) == saved.shape and len(meta["groups"]) == len(saved.groups))
+                if not same:
+                    continue
+                like = template(saved.n_max, saved.shape)
+                state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(like)))["state"]
+                if digest(state) != meta["digest"]:
+                    raise ValueError("the restored state does not match its digest")
+            except Exception as e:  # missing, truncated or altered files
+                _damaged(saved.directory, step, e)
+                continue
+            S, R = len(saved.groups), len(saved.groups[0])
+            at = dataclasses.replace(saved, step=step, steps_done=int(meta["steps_done"]))
+            return Resumed(at, jax.tree.map(lambda a: a[:S, :R], state))
+    finally:
+        manager.close()
+    return None
+
+
+def _damaged(directory: Path, step: int, e: Exception) -> None:
+    first = str(e).splitlines()[0][:200] if str(e) else ""
+    print(f"attnsim: warning: checkpoint {Path(directory) / str(step)} is damaged ({type(e).__name__}: {first}); "
+          "trying the previous one", file=sys.stderr)
 
 
 class Checkpointer:
-    """The CheckpointManager of one workdir, with the time-based save rule and the fallback on damage."""
+    """The CheckpointManager of one writer's folder, with the time-based save rule."""
 
     def __init__(self, directory: Path, fingerprint: dict, every_seconds: float):
         import orbax.checkpoint as ocp
@@ -83,16 +233,16 @@ class Checkpointer:
         self.directory = Path(directory).absolute()
         self.fingerprint = fingerprint
         self.every_seconds = every_seconds
-        self.manager = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
-            max_to_keep=KEEP, enable_async_checkpointing=True, create=True))
+        self.manager = _manager(self.directory, read_only=False)
         self._last = time.monotonic()
 
     def start_chunk(self) -> None:
         self._last = time.monotonic()
 
     def maybe_save(self, record: dict, state, steps_done: int) -> bool:
-        """Save ``state`` (device arrays, padded chunk shape) with ``record`` (the chunk's runs as key
-        tuples) if ``every_seconds`` have passed since the chunk started or was last saved."""
+        """Save ``state`` (device arrays of the padded chunk shape, whose computation has finished) with
+        ``record`` (the chunk's runs as key tuples) if ``every_seconds`` have passed since the chunk started
+        or was last saved."""
         if time.monotonic() - self._last < self.every_seconds:
             return False
         ocp = self._ocp
@@ -104,57 +254,6 @@ class Checkpointer:
         fault("save")
         self._last = time.monotonic()
         return True
-
-    def restore(self, runs: pd.DataFrame, key_columns: list[str], template: Callable) -> Resumed | None:
-        """The newest usable checkpoint of a chunk whose runs are all in ``runs`` (still to do), or None.
-
-        ``template(n_max, shape)`` gives the state's structure as host arrays of the saved padded shape.
-        A checkpoint of runs already finished is stale and skipped; one written under another config
-        fingerprint, or that fails to restore or to match its digest, is skipped with a warning."""
-        ocp = self._ocp
-        label = {tuple(k): i for i, k in zip(runs.index, runs[key_columns].itertuples(index=False))}
-        foreign = False
-        for step in sorted(self.manager.all_steps(), reverse=True):
-            try:
-                meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-                if meta.get("fingerprint") != self.fingerprint:
-                    if not foreign:  # e.g. copied from another workdir (--overwrite clears the folder)
-                        foreign = True
-                        self._foreign(step, meta.get("fingerprint"))
-                    continue
-                groups = tuple(tuple(label.get(tuple(k)) for k in g) for g in meta["groups"])
-                if any(i is None for g in groups for i in g):
-                    continue  # its runs are already in results.csv (or no longer in the config)
-                shape = tuple(int(v) for v in meta["shape"])
-            except Exception as e:  # an unreadable record: a damaged checkpoint
-                self._damaged(step, e)
-                continue
-            like = template(meta["n_max"], shape)
-            try:
-                args = ocp.args.Composite(state=ocp.args.StandardRestore(like))
-                state = self.manager.restore(step, args=args)["state"]
-                if digest(state) != meta["digest"]:
-                    raise ValueError("the restored state does not match its digest")
-            except Exception as e:  # missing, truncated or altered files
-                self._damaged(step, e)
-                continue
-            S, R = len(groups), len(groups[0])
-            return Resumed(seeds=tuple(meta["seeds"]), n_max=meta["n_max"], groups=groups,
-                           steps_done=int(meta["steps_done"]), state=jax.tree.map(lambda a: a[:S, :R], state))
-        return None
-
-    def _foreign(self, step: int, theirs) -> None:
-        """One warning line for checkpoints written under another config fingerprint (not restored)."""
-        theirs = theirs if isinstance(theirs, dict) else {}
-        diff = [f for f in {**self.fingerprint, **theirs} if theirs.get(f) != self.fingerprint.get(f)]
-        what = f"{diff[0]}={theirs.get(diff[0])!r}, now {self.fingerprint.get(diff[0])!r}" if diff else "?"
-        print(f"attnsim: warning: checkpoint {self.directory / str(step)} belongs to a different config ({what}); "
-              "not restored", file=sys.stderr)
-
-    def _damaged(self, step: int, e: Exception) -> None:
-        first = str(e).splitlines()[0][:200] if str(e) else ""
-        print(f"attnsim: warning: checkpoint {self.directory / str(step)} is damaged ({type(e).__name__}: {first}); "
-              "trying the previous one", file=sys.stderr)
 
     def wait(self) -> None:
         """Block until a save in flight is complete."""

@@ -7,9 +7,6 @@ nothing is written before the input has been validated.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import signal
 import sys
 import time
@@ -37,6 +34,9 @@ CONFIG_HELP = ("config file defining get_config() (e.g. configs/demo.py; an argu
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="attnsim", description="Simulate and solve tied low-rank dot-product attention "
                 "(Cui, Behrens, Krzakala, Zdeborova, NeurIPS 2024).")
+    from attnsim import __version__
+
+    p.add_argument("--version", action="version", version=f"attnsim {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="the empirical sweep: writes WORKDIR/results.csv and test_error.png",
                          description="Train every run of the config's grid (omega x sigma x lam x alpha x seed x "
@@ -52,9 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true",
                      help="start afresh: delete WORKDIR's results.csv and checkpoints (needed to reuse a "
                      "workdir that holds another config's results)")
+    run.add_argument("--shard", metavar="I/N",
+                     help="run only the I-th of N disjoint parts of the grid (0 <= I < N), e.g. one per task of a "
+                     "SLURM job array (--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); shards may share "
+                     "the workdir, each resumes on its own, and `attnsim report` reads them all")
     multi = run.add_argument_group(
-        "multi-host", "run one `attnsim run` per process with the same config and workdir (a shared file system); "
-        "the grid is split between processes and process 0 writes results.csv")
+        "multi-process", "run one `attnsim run` per process with the same config and workdir (a shared file "
+        "system); the chunks are split between processes, each writes and checkpoints its own files, and "
+        "process 0 merges them into results.csv at the end. If a process is lost, the others exit with "
+        "status 75: re-run the same command, with any process count, to resume")
     multi.add_argument("--distributed", action="store_true",
                        help="call jax.distributed.initialize() with the cluster's auto-detection (TPU pods, SLURM, ...)")
     multi.add_argument("--coordinator", help="coordinator address HOST:PORT (explicit set-up, with the two below)")
@@ -71,28 +77,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-COMPILATION_CACHE_BYTES = 2 * 2**30  # JAX evicts the least recently used programs beyond this
-
-
 def _enable_compilation_cache() -> None:
-    """Keep compiled programs on disk (JAX's persistent cache, at most COMPILATION_CACHE_BYTES) so that
-    re-running or resuming a sweep skips compilation. ATTNSIM_COMPILATION_CACHE=DIR moves it, =0 turns
-    it off. (The size bound keeps an access-time file per entry: a folder filled without it, like the
-    earlier default ~/.cache/attnsim/jax, makes JAX warn on every write.)"""
-    where = os.environ.get("ATTNSIM_COMPILATION_CACHE",
-                           os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
-                                        "attnsim", "jax-lru"))
-    if where in ("", "0"):
-        return
-    import jax
+    from attnsim import runner
 
-    jax.config.update("jax_compilation_cache_dir", where)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_BYTES)
+    runner.enable_compilation_cache()
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    args = None
     try:
         args, extra = _parser().parse_known_args(argv)
         if args.command in ("run", "theory", "phase"):
@@ -109,161 +102,61 @@ def main(argv=None) -> int:
         print(f"attnsim: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("attnsim: interrupted; finished runs are in results.csv", file=sys.stderr)
+        interrupted = {"run": "finished runs and the latest checkpoints are kept in the workdir; re-run the "
+                       "same command to resume"}.get(getattr(args, "command", None), "nothing was written")
+        print(f"attnsim: interrupted; {interrupted}", file=sys.stderr)
         return 130
 
 
-def _prepare_workdir(path: str) -> Path:
-    workdir = Path(path)
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / f".attnsim_write_test.{os.getpid()}"  # per process: several may share a workdir
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"--workdir {path}: not writable ({e.strerror or e})") from None
-    return workdir
-
-
-CHECKPOINTS = "checkpoints"  # the folder of a workdir that attnsim.checkpoint writes
-
-# Fields that change what a finished run's numbers mean: a workdir's results are only reused under the same.
-FINGERPRINT_FIELDS = ("d", "L", "r", "r_t", "A", "lam_lin", "lin_input", "seed", "optimizer", "lr", "steps", "n_test",
-                      "test_chunk")
-
-
 def _run(args, overrides) -> int:
-    from attnsim import config as config_lib
+    from attnsim import config as config_lib, runner, workdir
 
     cfg = config_lib.load_config(args.config, overrides)
-    _init_distributed(args)
-    import jax
-
-    from attnsim import sweep
-
-    max_batch = sweep.default_max_batch(cfg, jax.local_device_count())  # checks the memory budget
-    workdir = _prepare_workdir(args.workdir)
-    results_path, ckpt_dir = workdir / "results.csv", workdir / CHECKPOINTS
-    fingerprint = json.loads(json.dumps({f: cfg[f] for f in FINGERPRINT_FIELDS}))  # as stored: tuples -> lists
-    fp_path = workdir / "config.json"
-    if fp_path.exists() and (results_path.exists() or ckpt_dir.exists()) and not args.overwrite:
-        old = json.loads(fp_path.read_text()).get("fingerprint", {})
-        diff = [f for f in FINGERPRINT_FIELDS if old.get(f) != fingerprint.get(f)]
-        if diff:
-            f = diff[0]
-            raise config_lib.ConfigError(
-                f"--workdir {workdir}: holds results of a different config "
-                f"({f}={old.get(f)!r}, now {fingerprint.get(f)!r}); "
-                "use another workdir or --overwrite")
-    if jax.process_index() == 0:
-        if args.overwrite:
-            results_path.unlink(missing_ok=True)
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
-        tmp = fp_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"fingerprint": fingerprint, "config": cfg.to_dict()}, indent=1, default=str))
-        tmp.replace(fp_path)
-    if jax.process_count() > 1:  # the others read the workdir only once process 0 has prepared it
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("attnsim: workdir prepared")
+    shard = workdir.Shard.parse(args.shard) if args.shard is not None else None
+    explicit = (args.coordinator, args.num_processes, args.process_id)
+    multi = args.distributed or any(v is not None for v in explicit)
+    if multi and not args.distributed:
+        if any(v is None for v in explicit):
+            raise _BadInput("attnsim run: --coordinator, --num-processes and --process-id go together")
+        if not 0 <= args.process_id < args.num_processes:
+            raise _BadInput(f"attnsim run: --process-id={args.process_id} must lie in [0, --num-processes)")
+    if shard is not None and (multi or args.overwrite):
+        raise _BadInput("attnsim run: --shard cannot be combined with " + (
+            "several processes (run one process per shard)" if multi else
+            "--overwrite (shards share the workdir: delete it instead)"))
+    rendezvous = None
     previous = signal.signal(signal.SIGTERM, _terminated)  # a pre-empted job exits like Ctrl-C: saves waited for
     try:
-        return _sweep(cfg, workdir, fingerprint, max_batch)
+        if multi:
+            from attnsim import cluster
+
+            try:
+                rendezvous = cluster.Rendezvous(*((None,) * 3 if args.distributed else explicit))
+            except cluster.ClusterError as e:
+                print(f"attnsim: error: {e}", file=sys.stderr)
+                return 1
+        runner.run(cfg, args.workdir, overwrite=args.overwrite, shard=shard, rendezvous=rendezvous)
+        return 0
+    except Exception as e:
+        from attnsim import cluster
+
+        if isinstance(e, cluster.ClusterError):
+            print(f"attnsim: error: {e}; re-run the same command (every process) to resume", file=sys.stderr)
+            return cluster.EXIT_PEER_LOST
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if rendezvous is not None:
+            rendezvous.abort()
 
 
 def _terminated(signum, frame):
     raise KeyboardInterrupt
 
 
-def _init_distributed(args) -> None:
-    """jax.distributed set-up for a multi-process sweep (before any other JAX call)."""
-    explicit = (args.coordinator, args.num_processes, args.process_id)
-    if not args.distributed and all(v is None for v in explicit):
-        return
-    import jax
-
-    if not args.distributed:
-        if any(v is None for v in explicit):
-            raise _BadInput("attnsim run: --coordinator, --num-processes and --process-id go together")
-        if not 0 <= args.process_id < args.num_processes:
-            raise _BadInput(f"attnsim run: --process-id={args.process_id} must lie in [0, --num-processes)")
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes talk through gloo
-    if args.distributed:
-        jax.distributed.initialize()
-    else:
-        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-
-
-def _sweep(cfg, workdir: Path, fingerprint: dict, max_batch: int) -> int:
-    import jax
-
-    from attnsim import plots, sweep
-
-    results_path = workdir / "results.csv"
-    runs = sweep.expand_grid(cfg)
-    todo = sweep.missing_runs(runs, sweep.read_results(results_path))
-    lead = jax.process_index() == 0
-    if todo.empty:
-        if lead:
-            shutil.rmtree(workdir / CHECKPOINTS, ignore_errors=True)  # left by a kill after the last rows
-        print(f"attnsim: all {len(runs)} runs already in {results_path}; nothing to do")
-        return 0
-    _train(cfg, workdir, fingerprint, max_batch, todo, done=len(runs) - len(todo))
-    if not lead:
-        return 0
-    shutil.rmtree(workdir / CHECKPOINTS, ignore_errors=True)  # every run is in results.csv
-    results = sweep.read_results(results_path)
-    figs = plots.plot_test_error(results, workdir / "test_error.png")
-    n_div = int(results.diverged.sum())
-    if n_div:
-        print(f"attnsim: warning: {n_div} runs diverged (diverged=True in results.csv)", file=sys.stderr)
-    print(f"attnsim: wrote {results_path} and {', '.join(str(f) for f in figs)}")
-    return 0
-
-
-def _train(cfg, workdir: Path, fingerprint: dict, max_batch: int, todo, done: int) -> None:
-    """Train the runs ``todo`` (resuming a checkpointed chunk) and append their rows to results.csv."""
-    import jax
-    from tqdm import tqdm
-
-    from attnsim import checkpoint, sweep
-
-    results_path = workdir / "results.csv"
-    lead = jax.process_index() == 0
-    # Checkpoints are per process: with several processes only finished chunks are kept (results.csv).
-    ckpt = (checkpoint.Checkpointer(workdir / CHECKPOINTS, fingerprint, cfg.checkpoint_seconds)
-            if jax.process_count() == 1 else None)
-    engine = sweep.Engine(cfg)
-    resumed = ckpt.restore(todo, sweep.KEY_COLUMNS, engine.state_template) if ckpt else None
-    chunks = sweep.plan(todo, max_batch, resumed)
-    if lead:
-        print(f"attnsim: {len(todo)} runs to do ({done} already done) in {len(chunks)} chunks "
-              f"on {jax.device_count()} {jax.default_backend()} device(s) in {jax.process_count()} process(es), "
-              f"padding waste {sweep.padding_waste(todo, chunks):.0%}", file=sys.stderr)
-        if resumed:
-            print(f"attnsim: resuming a chunk of {len(chunks[0].rows)} runs from its checkpoint at step "
-                  f"{resumed.steps_done} of {cfg.steps}", file=sys.stderr)
-    start = time.time()
-    try:
-        with tqdm(total=len(todo), unit="run", disable=None if lead else True, file=sys.stderr,
-                  bar_format="{l_bar}{bar}| {n:.1f}/{total} runs [{elapsed}<{remaining}, {rate_fmt}]") as bar:
-            for rows in sweep.iterate(cfg, todo, chunks=chunks, engine=engine, resumed=resumed,
-                                      checkpointer=ckpt, progress=bar.update):
-                if lead:
-                    sweep.append_results(results_path, rows)
-                    checkpoint.fault("chunk")
-    finally:
-        if ckpt:
-            ckpt.close()  # waits for a save in flight
-    if lead:
-        print(f"attnsim: {len(todo)} runs in {time.time() - start:.1f} s -> {results_path}", file=sys.stderr)
-
-
 def _theory_setup(args, overrides):
     """Config, workdir and the theory's arguments, after checking that the theory covers the config."""
-    from attnsim import config as config_lib, theory
+    from attnsim import config as config_lib, theory, workdir as workdir_lib
 
     cfg = config_lib.load_config(args.config, overrides)
     A = config_lib.teacher_A(cfg)
@@ -272,7 +165,7 @@ def _theory_setup(args, overrides):
             theory.check_supported(cfg.L, cfg.r, cfg.r_t, sigma, A, cfg.alphas)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-    return cfg, A, _prepare_workdir(args.workdir)
+    return cfg, A, workdir_lib.prepare(args.workdir)
 
 
 def _per_sigma_lam(cfg, fn):
@@ -328,6 +221,9 @@ def _report(args, overrides) -> int:
     results, cfg = report.read_workdir(workdir)
     if results is None:
         raise _BadInput(f"--workdir {workdir}: no results.csv (run `attnsim run` first)")
+    if report.ok_runs(results).empty:
+        raise _BadInput(f"--workdir {workdir}: all {len(results)} runs diverged (diverged=True in results.csv): "
+                        "nothing to report; try a smaller lr")
     read = lambda name: pd.read_csv(workdir / name) if (workdir / name).is_file() else None  # noqa: E731
     theory, phase = read("theory.csv"), read("phase.csv")
     completed, note = report.complete_theory(results, theory, cfg)

@@ -34,8 +34,9 @@ def read_workdir(workdir: Path) -> tuple[pd.DataFrame | None, dict]:
     sub-folders (e.g. one per d). The config is that of WORKDIR/config.json or the first sub-folder's ({}
     when there is none)."""
     workdir = Path(workdir)
-    dirs = [workdir] if (workdir / "results.csv").is_file() else sorted(
-        p.parent for p in workdir.glob("*/results.csv"))
+    has = lambda d: any(d.glob("results*.csv"))  # noqa: E731  results.csv, or those of processes / shards
+    dirs = [workdir] if has(workdir) else sorted(d for d in workdir.iterdir() if d.is_dir() and has(d)) \
+        if workdir.is_dir() else []
     tables = [t for t in (sweep.read_results(d / "results.csv") for d in dirs) if t is not None]
     if not tables:
         return None, {}

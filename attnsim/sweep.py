@@ -25,7 +25,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pandas as pd
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from attnsim import config as config_lib
@@ -187,6 +186,7 @@ class Engine:
     def __init__(self, cfg: ml_collections.ConfigDict, devices=None):
         self.cfg = cfg
         self.devices = list(devices or jax.local_devices())
+        self._ran: set = set()  # (n_max, padded shape) of the chunks run so far
 
     def static(self, n_max: int) -> training.Static:
         c = self.cfg
@@ -210,14 +210,24 @@ class Engine:
         abstract = jax.eval_shape(_setup(self.static(n_max)), keys, hp)[1]  # unsharded: any shape restores
         return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract)
 
+    def is_compiled(self, chunk: Chunk) -> bool:
+        """Whether this engine has already run a chunk of the same padded shape (its programs are compiled)."""
+        return (chunk.n_max, self.padded_shape(chunk)) in self._ran
+
     def run_chunk(self, runs: pd.DataFrame, chunk: Chunk, resume_state=None, steps_done: int = 0,
-                  after_segment: Callable | None = None) -> np.ndarray:
+                  after_segment: Callable | None = None, status: Callable[[str], None] | None = None) -> np.ndarray:
         """Train and evaluate a chunk: a float32 table, one row per run, columns (row label, *METRIC_COLUMNS).
 
         ``resume_state`` (host arrays (seeds, runs, ...), from a checkpoint) continues the chunk after
-        ``steps_done`` steps; ``after_segment(state, steps_done)`` is called after each training segment.
+        ``steps_done`` steps; ``after_segment(state, steps_done)`` is called after each training segment, once
+        its computation has finished (JAX dispatches asynchronously: without the wait, the callback would run
+        when the segment is queued, not done). ``status(what)`` is told "compiling" or "training" before the
+        first segment, "training" after it and "evaluating" before the metrics.
         Padding (discarded): the runs and seeds to ``padded_shape``, with copies of the first run / seed."""
+        status = status or (lambda what: None)
         shape = self.padded_shape(chunk)
+        fresh = not self.is_compiled(chunk)
+        status("compiling" if fresh else "training")
         hp = jax.tree.map(lambda *a: jnp.stack(a), *[_hparams(self.cfg, runs, g) for g in chunk.groups])
         hp = _pad(hp, shape)
         keys = _pad(jnp.stack([data.seed_key(self.cfg.seed, s) for s in chunk.seeds]), shape[:1])
@@ -228,11 +238,14 @@ class Engine:
         done = steps_done
         while done < self.cfg.steps:
             k = min(self.cfg.checkpoint_every, self.cfg.steps - done)
-            state = prog.train(sd, hp, state, k)
+            state = jax.block_until_ready(prog.train(sd, hp, state, k))
             done += k
+            status("training")
             if after_segment is not None:
                 after_segment(state, done)
+        status("compiling the evaluation" if fresh else "evaluating")
         metrics = jax.device_get(prog.finish(sd, hp, state))
+        self._ran.add((chunk.n_max, shape))
         table = np.empty((len(chunk.rows), 1 + len(METRIC_COLUMNS)), np.float32)
         table[:, 0] = chunk.rows
         for j, name in enumerate(METRIC_COLUMNS):
@@ -289,16 +302,16 @@ def _rows(runs: pd.DataFrame, table: np.ndarray) -> pd.DataFrame:
     return out
 
 
-def _resumed_chunk(resumed: checkpoint.Resumed) -> Chunk:
-    return Chunk(resumed.seeds, resumed.n_max, resumed.groups)
+def resumed_chunk(saved: checkpoint.Saved) -> Chunk:
+    """The chunk a checkpoint holds."""
+    return Chunk(saved.seeds, saved.n_max, saved.groups)
 
 
-def plan(runs: pd.DataFrame, max_batch: int, resumed: checkpoint.Resumed | None = None) -> list[Chunk]:
-    """The chunks of ``runs`` in order: the chunk resumed from a checkpoint, if any, then the rest."""
-    if resumed is None:
-        return plan_chunks(runs, max_batch)
-    first = _resumed_chunk(resumed)
-    return [first] + plan_chunks(runs.drop(list(first.rows)), max_batch)
+def plan(runs: pd.DataFrame, max_batch: int, resumable: list[checkpoint.Saved] = ()) -> list[Chunk]:
+    """The chunks of ``runs`` in order: the chunks of the checkpoints that can be resumed, then the rest."""
+    first = [resumed_chunk(s) for s in resumable]
+    taken = [i for c in first for i in c.rows]
+    return first + plan_chunks(runs.drop(taken), max_batch)
 
 
 def _record(runs: pd.DataFrame, chunk: Chunk) -> dict:
@@ -309,48 +322,30 @@ def _record(runs: pd.DataFrame, chunk: Chunk) -> dict:
 
 def iterate(cfg: ml_collections.ConfigDict, runs: pd.DataFrame, max_batch: int | None = None,
             devices=None, chunks: list[Chunk] | None = None, engine: Engine | None = None,
-            resumed: checkpoint.Resumed | None = None, checkpointer: checkpoint.Checkpointer | None = None,
-            progress: Callable[[float], None] | None = None) -> Iterator[pd.DataFrame]:
-    """Yield the results of ``runs`` chunk by chunk, in plan order; ``progress(k)`` is told of each k runs'
-    worth of training done (fractions of a chunk after each segment).
+            resumed: dict[Chunk, checkpoint.Resumed] | None = None,
+            checkpointer: checkpoint.Checkpointer | None = None,
+            progress: Callable[[float], None] | None = None,
+            status: Callable[[str], None] | None = None) -> Iterator[pd.DataFrame]:
+    """Yield the results of ``runs`` chunk by chunk, in the order of ``chunks`` (default: :func:`plan`);
+    ``progress(k)`` is told of each k runs' worth of training finished (fractions of a chunk after each
+    segment), ``status`` what the engine is doing (Engine.run_chunk).
 
-    One process: ``resumed`` (the first chunk of ``chunks``, see :func:`plan`) continues from its
-    checkpoint, and ``checkpointer`` saves the chunk in training after its segments.
-    With several JAX processes (``jax.distributed``), process p computes chunks p, p + P, p + 2P, ... on
-    its local devices; after each round the rows are all-gathered, so every process yields every row
-    (process 0 writes them). A chunk is computed by the same program whatever the process count. Chunks
-    are not checkpointed then (finished chunks are still never recomputed).
+    A chunk in ``resumed`` continues from its checkpoint, and ``checkpointer`` saves the chunk in training
+    after its segments. A chunk is computed by the same programs whatever else is in the sweep, so its
+    numbers do not depend on which process or shard computes it.
     """
     engine = engine or Engine(cfg, devices)
     if chunks is None:
-        chunks = plan(runs, max_batch or default_max_batch(cfg, len(engine.devices)), resumed)
+        chunks = plan(runs, max_batch or default_max_batch(cfg, len(engine.devices)))
     progress = progress or (lambda k: None)
-    if resumed is not None and chunks[0] != _resumed_chunk(resumed):
-        raise ValueError("the resumed chunk must come first (see sweep.plan)")
-    procs, me = jax.process_count(), jax.process_index()
-    if procs == 1:
-        for i, chunk in enumerate(chunks):
-            start = resumed if i == 0 and resumed is not None else None
-            done = start.steps_done if start else 0
-            progress(len(chunk.rows) * done / cfg.steps)
-            after = _after_segment(runs, chunk, checkpointer, done, cfg.steps,
-                                   lambda k, c=len(chunk.rows): progress(c * k / cfg.steps))
-            yield _rows(runs, engine.run_chunk(runs, chunk, start and start.state, done, after))
-        return
-    if resumed is not None or checkpointer is not None:
-        raise ValueError("checkpoints are per process: give neither resumed nor checkpointer with several processes")
-    width = max(len(c.rows) for c in chunks)
-    for start in range(0, len(chunks), procs):
-        table = np.full((width, 1 + len(METRIC_COLUMNS)), np.nan, np.float32)
-        if start + me < len(chunks):
-            mine = engine.run_chunk(runs, chunks[start + me])
-            table[: len(mine)] = mine
-        gathered = np.asarray(multihost_utils.process_allgather(table))  # (procs, width, columns)
-        for p in range(min(procs, len(chunks) - start)):
-            part = gathered[p]
-            rows = _rows(runs, part[~np.isnan(part[:, 0])])
-            progress(len(rows))
-            yield rows
+    resumed = resumed or {}
+    for chunk in chunks:
+        start = resumed.get(chunk)
+        done = start.steps_done if start else 0
+        progress(len(chunk.rows) * done / cfg.steps)
+        after = _after_segment(runs, chunk, checkpointer, done, cfg.steps,
+                               lambda k, c=len(chunk.rows): progress(c * k / cfg.steps))
+        yield _rows(runs, engine.run_chunk(runs, chunk, start and start.state, done, after, status))
 
 
 def _after_segment(runs: pd.DataFrame, chunk: Chunk, checkpointer: checkpoint.Checkpointer | None,
@@ -375,8 +370,22 @@ def _after_segment(runs: pd.DataFrame, chunk: Chunk, checkpointer: checkpoint.Ch
 
 
 def read_results(path: Path) -> pd.DataFrame | None:
-    """results.csv, or None if it holds no row. A last line cut short (a kill during a write) is ignored
-    (and overwritten by the next :func:`append_results`)."""
+    """The finished runs of a workdir, or None if there is none: ``path`` is its results.csv (or the workdir),
+    read together with the results files of other processes and shards beside it (``results.*.csv``, see
+    ``attnsim.workdir``), each run once. A last line cut short (a kill during a write) is ignored (and
+    overwritten by the next :func:`append_results`)."""
+    path = Path(path)
+    folder, name = (path, "results.csv") if path.is_dir() else (path.parent, path.name)
+    files = [folder / name] + sorted(folder.glob(Path(name).stem + ".*.csv"))
+    tables = [t for t in (_read_one(f) for f in files) if t is not None]
+    if not tables:
+        return None
+    if len(tables) == 1:
+        return tables[0]
+    return pd.concat(tables, ignore_index=True).drop_duplicates(KEY_COLUMNS, ignore_index=True)
+
+
+def _read_one(path: Path) -> pd.DataFrame | None:
     text = path.read_text() if path.exists() else ""
     text = text[: text.rfind("\n") + 1]
     return pd.read_csv(io.StringIO(text)) if text.count("\n") > 1 else None
@@ -407,7 +416,7 @@ def missing_runs(runs: pd.DataFrame, done: pd.DataFrame | None) -> pd.DataFrame:
 
 def global_minimum(results: pd.DataFrame) -> pd.DataFrame:
     """Per (d, omega, sigma, lam, alpha, seed): the run (over inits) with the lowest train_loss, the
-    empirical global minimum of MODEL.md (d when present: results of several d share seed indices).
+    empirical global minimum of docs/model.md (d when present: results of several d share seed indices).
     Diverged runs never win."""
     ok = results[~results.diverged.astype(bool)].reset_index(drop=True)  # idxmin needs unique labels
     point = [c for c in ("d", "omega", "sigma", "lam", "alpha", "seed") if c in ok]

@@ -149,3 +149,25 @@ def test_one_device_checkpoint_resumes_on_four_devices(reference, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "resuming a chunk of 2 runs from its checkpoint at step 30 of 60" in out.stderr
     _assert_close(tmp_path, reference)
+
+
+# The paper's 5000 steps in one long chunk (4 runs of 2 seeds, d = 1000, n = 2000: ~16 s of training on 2 cores),
+# segments of 100 steps, saves at most every 2 s of *finished* training.
+LONG = ["--config.d=1000", "--config.alphas=(2.0,)", "--config.seeds=2", "--config.steps=5000",
+        "--config.n_test=200", "--config.checkpoint_every=100", "--config.checkpoint_seconds=2"]
+
+
+def test_saves_follow_the_training_clock(tmp_path):
+    """Killed at 70% of one long chunk (after its 35th of 50 segments), the re-run resumes from at least
+    half of the steps and ends bit-identical to an uninterrupted run. (When the save rule looked at the
+    clock right after dispatching a segment, all segments were queued within milliseconds and no save was
+    taken before the kill.)"""
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert _subprocess(reference, extra=LONG).returncode == 0
+    out = _subprocess(killed, "segment:35", extra=LONG)
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    out = _subprocess(killed, extra=LONG)
+    assert out.returncode == 0, out.stderr
+    resumed = [int(w.split()[0]) for w in out.stderr.split("from its checkpoint at step ")[1:]]
+    assert resumed and 2500 <= resumed[0] <= 3500, out.stderr
+    assert _lines(killed) == _lines(reference)

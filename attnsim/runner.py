@@ -1,0 +1,187 @@
+"""Running a config's sweep into a workdir: what ``attnsim run`` and ``attnsim.run`` do.
+
+    import attnsim
+    from attnsim.config import load_config
+    cfg = load_config("configs/demo.py", ["d=100", "seeds=2"])
+    results = attnsim.run(cfg, "runs/demo100")   # a DataFrame, the rows of results.csv; a second call resumes
+
+The runs already in the workdir's results files are skipped, chunks saved in checkpoints resume, the rest is
+planned into chunks (``sweep.plan``) and trained. With a shard (``Shard``) only its part of the grid is run;
+with several processes (``cluster.Rendezvous``) process i trains chunks i, i + P, i + 2P, ... of one plan
+that every process reads from the workdir at the same moment. Who writes which file: ``attnsim.workdir``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ml_collections
+import pandas as pd
+
+from attnsim import checkpoint, cluster, workdir as workdir_lib
+from attnsim.config import ConfigError
+from attnsim.workdir import Shard
+
+COMPILATION_CACHE_BYTES = 2 * 2**30  # JAX evicts the least recently used programs beyond this
+
+
+def enable_compilation_cache() -> None:
+    """Keep compiled programs on disk (JAX's persistent cache, at most COMPILATION_CACHE_BYTES) so that
+    re-running or resuming a sweep skips compilation. ATTNSIM_COMPILATION_CACHE=DIR moves it, =0 turns
+    it off. (The size bound keeps an access-time file per entry: a folder filled without it makes JAX warn
+    on every write.)"""
+    where = os.environ.get("ATTNSIM_COMPILATION_CACHE",
+                           os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
+                                        "attnsim", "jax-lru"))
+    if where in ("", "0"):
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", where)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_BYTES)
+
+
+def run(cfg: ml_collections.ConfigDict, workdir: str | Path | None = None, *, overwrite: bool = False,
+        shard: Shard | None = None, rendezvous: cluster.Rendezvous | None = None,
+        progress: bool = True) -> pd.DataFrame:
+    """Run the sweep of ``cfg`` (a validated config, ``config.load_config``) and return its rows, one per run
+    of the grid (of the shard's part of it), as ``results.csv`` holds them, in grid order.
+
+    ``workdir``: where results and checkpoints go; the sweep resumes from what is there (a finished sweep
+    recomputes nothing). None: a temporary folder, removed afterwards. ``overwrite``: start afresh.
+    ``shard``: only that part of the grid. ``rendezvous``: this process's place in a multi-process launch.
+    Raises ConfigError (bad input, before anything is written) and cluster.ClusterError."""
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="attnsim-") as tmp:
+            return run(cfg, tmp, shard=shard, progress=progress)
+    if shard is not None and (overwrite or rendezvous is not None):
+        raise ConfigError("--shard: cannot be combined with " + ("--overwrite (shards share the workdir; delete "
+                          "it instead)" if overwrite else "several processes (run one process per shard)"))
+    enable_compilation_cache()
+    import jax
+
+    from attnsim import sweep
+
+    max_batch = sweep.default_max_batch(cfg, jax.local_device_count())  # checks the memory budget
+    path = workdir_lib.prepare(str(workdir))
+    launch = rendezvous.launch if rendezvous else cluster.Launch()
+    if launch.index == 0:
+        workdir_lib.check(path, cfg, shard)
+        if overwrite:
+            workdir_lib.clear(path)
+        workdir_lib.record(path, cfg, shard)
+    heartbeat = None
+    if rendezvous:
+        rendezvous.barrier("workdir prepared")
+        heartbeat = cluster.Heartbeat(path / workdir_lib.PROCESSES, launch)
+    try:
+        _Sweep(cfg, path, launch, shard, max_batch, heartbeat, rendezvous, progress).run()
+    except BaseException:
+        if heartbeat:
+            heartbeat.stop("stopped")
+        raise
+    grid = sweep.expand_grid(cfg)
+    grid = shard.select(grid) if shard else grid
+    done = sweep.read_results(path / workdir_lib.RESULTS)
+    return grid[sweep.KEY_COLUMNS].merge(done, on=sweep.KEY_COLUMNS, how="inner")[done.columns]
+
+
+class _Sweep:
+    """One process's part of a sweep: read what is done, plan, train its chunks, write its rows."""
+
+    def __init__(self, cfg, path: Path, launch: cluster.Launch, shard: Shard | None, max_batch: int,
+                 heartbeat: cluster.Heartbeat | None, rendezvous: cluster.Rendezvous | None, progress: bool):
+        self.cfg, self.path, self.launch, self.shard, self.max_batch = cfg, path, launch, shard, max_batch
+        self.heartbeat, self.rendezvous, self.progress = heartbeat, rendezvous, progress
+        self.writer = workdir_lib.writer(path, launch.index, shard)
+        self.fingerprint = checkpoint.fingerprint(cfg)
+        self.speaks = launch.index == 0  # the process that prints the sweep's summary lines
+
+    def say(self, text: str) -> None:
+        if self.speaks:
+            print(f"attnsim: {text}", file=sys.stderr)
+
+    def run(self) -> None:
+        import jax
+
+        from attnsim import sweep
+
+        grid = sweep.expand_grid(self.cfg)
+        mine = self.shard.select(grid) if self.shard else grid
+        todo = sweep.missing_runs(mine, sweep.read_results(self.path / workdir_lib.RESULTS))
+        folders = [self.writer.checkpoints] if self.shard else workdir_lib.checkpoint_folders(self.path)
+        resumable = checkpoint.find(folders, todo, sweep.KEY_COLUMNS, self.fingerprint) if len(todo) else []
+        chunks = sweep.plan(todo, self.max_batch, resumable) if len(todo) else []
+        if self.rendezvous:  # every process has read the workdir: from here on they may write
+            self.rendezvous.close()
+        what = f"shard {self.shard.index}/{self.shard.count} ({len(mine)} of {len(grid)} runs)" if self.shard else \
+            f"all {len(grid)} runs"
+        if todo.empty and self.speaks:
+            print(f"attnsim: {what} already in {self.path}; nothing to do")
+        else:
+            self.say(f"{len(todo)} runs to do ({len(mine) - len(todo)} already done) in {len(chunks)} chunks "
+                     f"on {jax.local_device_count()} {jax.default_backend()} device(s) per process in "
+                     f"{self.launch.count} process(es), padding waste {sweep.padding_waste(todo, chunks):.0%}")
+            self._train(todo, chunks[self.launch.index::self.launch.count],
+                        {sweep.resumed_chunk(s): s for s in resumable})
+        if self.heartbeat:
+            self.heartbeat.stop("done") if self.launch.index else self.heartbeat.wait_all_done()
+            if self.launch.index:
+                return
+        if self.shard:
+            done = sweep.missing_runs(grid, sweep.read_results(self.path / workdir_lib.RESULTS))
+            if not todo.empty:
+                left = f"{len(done)} runs of other shards still to do" if len(done) else "every shard is done"
+                print(f"attnsim: shard {self.shard.index}/{self.shard.count} done ({left}); "
+                      f"`attnsim report --workdir {self.path}` reads every shard's results")
+            return
+        workdir_lib.merge(self.path)
+        if self.heartbeat:
+            self.heartbeat.stop("done")
+        if not todo.empty:
+            self._finish()
+
+    def _train(self, todo: pd.DataFrame, chunks: list, resumable: dict) -> None:
+        """Train this process's ``chunks`` of ``todo``, appending their rows to its results file."""
+        from tqdm import tqdm
+
+        from attnsim import sweep
+
+        engine = sweep.Engine(self.cfg)
+        resumed = {}
+        for chunk in chunks:
+            if chunk in resumable:
+                got = checkpoint.load(resumable[chunk], engine.state_template)
+                if got is not None:
+                    resumed[chunk] = got
+                    print(f"attnsim: resuming a chunk of {len(chunk.rows)} runs from its checkpoint at step "
+                          f"{got.steps_done} of {self.cfg.steps}", file=sys.stderr)
+        total = sum(len(c.rows) for c in chunks)
+        ckpt = checkpoint.Checkpointer(self.writer.checkpoints, self.fingerprint, self.cfg.checkpoint_seconds)
+        start = time.time()
+        try:
+            with tqdm(total=total, unit="run", disable=None if self.progress else True, file=sys.stderr,
+                      bar_format="{l_bar}{bar}| {n:.1f}/{total} runs [{elapsed}<{remaining}] {postfix}") as bar:
+                for rows in sweep.iterate(self.cfg, todo, chunks=chunks, engine=engine, resumed=resumed,
+                                          checkpointer=ckpt, progress=bar.update, status=bar.set_postfix_str):
+                    sweep.append_results(self.writer.results, rows)
+                    checkpoint.fault("chunk")
+        finally:
+            ckpt.close()  # waits for a save in flight
+        print(f"attnsim: {total} runs in {time.time() - start:.1f} s -> {self.writer.results}", file=sys.stderr)
+
+    def _finish(self) -> None:
+        from attnsim import plots, sweep
+
+        results = sweep.read_results(self.path / workdir_lib.RESULTS)
+        n_div = int(results.diverged.sum())
+        if n_div:
+            print(f"attnsim: warning: {n_div} of {len(results)} runs diverged (diverged=True in results.csv)",
+                  file=sys.stderr)
+        figs = plots.plot_test_error(results, self.path / "test_error.png") if n_div < len(results) else []
+        print(f"attnsim: wrote {', '.join(str(f) for f in [self.path / workdir_lib.RESULTS, *figs])}")

@@ -1,6 +1,6 @@
 """attnsim: tied low-rank dot-product attention, simulated and solved.
 
-Glossary (meanings exactly as in the paper, Cui et al. NeurIPS 2024, and ``MODEL.md``):
+Glossary (meanings exactly as in the paper, Cui et al. NeurIPS 2024, and docs/model.md):
 
 - ``d``: token dimension; ``L``: tokens per sequence; ``r`` / ``r_t``: student / teacher rank.
 - ``alpha`` = n / d: sample complexity (n training sequences).
@@ -15,6 +15,16 @@ Glossary (meanings exactly as in the paper, Cui et al. NeurIPS 2024, and ``MODEL
 """
 
 __version__ = "0.1.0"
+
+
+def run(cfg, workdir=None):
+    """Run the sweep of ``cfg`` (a ConfigDict from ``attnsim.config.load_config``) and return its rows as a
+    pandas DataFrame, the rows and numbers ``attnsim run`` writes to results.csv. With a ``workdir`` it
+    resumes exactly like the command (a second call recomputes nothing); without, it runs in a temporary
+    folder. Invalid input raises ``attnsim.config.ConfigError`` (one line) before anything is written."""
+    from attnsim import runner
+
+    return runner.run(cfg, workdir)
 
 
 def _tune_xla_cpu() -> None:

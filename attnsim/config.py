@@ -47,7 +47,7 @@ class ConfigError(ValueError):
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """The paper's defaults (MODEL.md, INTERFACE.md). Every valid field appears here."""
+    """The paper's defaults (docs/model.md; the README lists the fields). Every valid field appears here."""
     c = ml_collections.ConfigDict(type_safe=False)  # types are checked by _set_field and validate
     c.name = "default"
     # Model and data.

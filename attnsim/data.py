@@ -1,4 +1,4 @@
-"""The data model of MODEL.md as pure functions of PRNG keys.
+"""The data model of docs/model.md as pure functions of PRNG keys.
 
 Tokens x_l = p_l + z_l with z_l ~ N(0, sigma^2 I_d); the target is
 y = [(1 - omega) softmax(z Q* Q*^T z^T / d) + omega A] z.

@@ -1,4 +1,4 @@
-"""The two students of MODEL.md as Flax (linen) modules: the definitions the fast training path is
+"""The two students of docs/model.md as Flax (linen) modules: the definitions the fast training path is
 tested against (``attnsim.training`` trains through an equivalent Gram-matrix form of the same loss).
 """
 
@@ -38,6 +38,6 @@ class LinearPositional(nn.Module):
 
 
 def empirical_risk(f_NxLxD: jax.Array, y_NxLxD: jax.Array, params_sq_norm, lam) -> jax.Array:
-    """R = sum_mu |y - f|_F^2 / (2d) + lam/2 |params|^2 (MODEL.md; summed, not averaged, over samples)."""
+    """R = sum_mu |y - f|_F^2 / (2d) + lam/2 |params|^2 (docs/model.md; summed, not averaged, over samples)."""
     d = y_NxLxD.shape[-1]
     return jnp.sum((y_NxLxD - f_NxLxD) ** 2) / (2 * d) + 0.5 * lam * params_sq_norm

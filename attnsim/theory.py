@@ -1,4 +1,4 @@
-"""Fixed-point (replica) theory of tied rank-1 dot-product attention, L = 2 (spec: THEORY.md).
+"""Fixed-point (replica) theory of tied rank-1 dot-product attention, L = 2 (spec: docs/theory.md).
 
 Synopsis::
 
@@ -7,7 +7,7 @@ Synopsis::
     lines = theory.critical_lines(omegas=np.arange(0, 0.46, 0.05))         # alpha_c, alpha_l, spinodals
     theory.linear_baseline_error(0.3)                                       # ~0.00197
 
-Notation (THEORY.md; defined once here). Per Gauss-Hermite node of four standard Gaussians
+Notation (docs/theory.md; defined once here). Per Gauss-Hermite node of four standard Gaussians
 (xi_1, xi_2, y_1, y_2):
 
 - ``x = (q, m, V, theta)``: the overlaps. q = sigma^2 |Q|^2/d, m = 1^T Q / d, theta = sigma^2 Q*^T Q / d,
@@ -79,7 +79,7 @@ SECOND_A = NAMED_A["second"]
 DEFAULT_QUAD_ORDER = 10
 
 BRANCHES = ("semantic", "positional", "trivial")
-# Starting points (q, m, V, theta) at the largest alpha (THEORY.md, "Branches").
+# Starting points (q, m, V, theta) at the largest alpha (docs/theory.md, "Branches").
 _START_Q_M_V_TH = {
     "semantic": (0.9068, 0.0, 14.575, 0.3472),
     "positional": (0.02068, 0.2, 14.575, 0.0),
@@ -88,7 +88,7 @@ _START_Q_M_V_TH = {
 # Which overlaps the iteration may move. theta = 0 and m = 0 are invariant subspaces (t -> -t; (h, xi, y)
 # -> -(h, xi, y) at m = 0, any A): pinned at 0 they stay there exactly, round-off cannot grow along an
 # unstable direction, and the quadrature folds by the symmetry (quad_rule_folded). The semantic branch
-# has m = 0 at its fixed points (THEORY.md), so m is pinned there.
+# has m = 0 at its fixed points (docs/theory.md), so m is pinned there.
 _FREE_Q_M_V_TH = {
     "semantic": (1.0, 0.0, 1.0, 1.0),
     "positional": (1.0, 1.0, 1.0, 0.0),
@@ -269,7 +269,7 @@ AUTHORS_OBS_ORDER = 16  # Gauss-Hermite order of test_error and E[M] under quad_
 
 @functools.lru_cache(maxsize=None)
 def quad_rule_authors() -> Quad:
-    """The cubature behind the authors' published fixed points (THEORY.md, "Numerics"): 144 nodes.
+    """The cubature behind the authors' published fixed points (docs/theory.md, "Numerics"): 144 nodes.
 
     Their notebook integrates the hat updates with ``quadpy.e2r2.get_good_scheme(7)``, once over
     (xi_1, xi_2) and once over (y_1, y_2): the 12-point fully symmetric degree-7 rule for the weight
@@ -831,10 +831,10 @@ def solve(omegas, alphas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT_
     ``quad_order``: Gauss-Hermite nodes per Gaussian dimension, or ``AUTHORS`` ("authors") for the
     cubature of the authors' published solutions (quad_rule_authors; test_error and train_loss then
     integrated at order AUTHORS_OBS_ORDER as in _accurate_observables): reproduces
-    ../shared/reference/theory_omega0.3_*.csv, not the converged theory.
+    tests/data/reference/theory_omega0.3_*.csv, not the converged theory.
 
     Alphas are followed by continuation from the largest down (cold start at the largest from the
-    THEORY.md starting point of each branch). Returns one row per (omega, sigma, lam, alpha, branch) with
+    docs/theory.md starting point of each branch). Returns one row per (omega, sigma, lam, alpha, branch) with
     columns omega, sigma, lam, alpha, branch, q, m, V, theta, test_error, train_loss, converged,
     iterations, residual, lin_test_error, global_min, quad_spread. Non-converged rows keep their last
     iterate's numbers but must not be used (converged=False: the branch does not exist there, did not
@@ -889,7 +889,7 @@ def _observables_batch(x_Px4, h_Px2xN, pb_P: Problem, quad: Quad):
 def _accurate_observables(df: pd.DataFrame, EM_rule, A_2x2) -> pd.DataFrame:
     """test_error and train_loss of fixed points found with quad_rule_authors, integrated accurately.
 
-    The authors integrated their observables with finer rules than their hat updates (THEORY.md). Here
+    The authors integrated their observables with finer rules than their hat updates (docs/theory.md). Here
     test_error and E[M] (the only integral in train_loss = -Phi besides the hats) are re-integrated at
     Gauss-Hermite order AUTHORS_OBS_ORDER; the hats stay those of the fixed point's own rule:
     train_loss += (alpha / 2) (E[M]_accurate - E[M]_rule). Returns df with the two columns replaced.
@@ -1016,7 +1016,7 @@ def _quad_check(df: pd.DataFrame, A_2x2, K) -> pd.DataFrame:
     """Every converged row re-solved on the check rule (quad_rule(K, rotated=True)), warm from its
     solution: quad_spread = relative change of the branch's signature overlap (inf where the branch
     does not converge or collapses there), and converged &= quad_spread <= CHECK_TOL. A fixed point that
-    only one of two equally exact rules has is an artefact of that rule's nodes (THEORY.md: h* jumps
+    only one of two equally exact rules has is an artefact of that rule's nodes (docs/theory.md: h* jumps
     between basins, which tensor rules resolve poorly)."""
     df = df.copy()
     spread = np.full(len(df), np.nan)

@@ -154,7 +154,7 @@ def baseline_error(B, pr: Problem, G_pp, lin_input: str) -> jax.Array:
 
 def overlaps(Q, Q_star, p_LxD, sigma) -> dict:
     """m = |p_1^T Q| / sqrt(d), theta = sigma^2 |Q*^T Q|_F / d, q = sigma^2 tr(Q^T Q) / d (for r = 1: |m|,
-    |theta|, q of MODEL.md; rotation-invariant for r > 1)."""
+    |theta|, q of docs/model.md; rotation-invariant for r > 1)."""
     d = Q.shape[0]
     return dict(m=jnp.linalg.norm(p_LxD[0] @ Q) / jnp.sqrt(d),
                 theta=sigma**2 * jnp.linalg.norm(Q_star.T @ Q) / d,
@@ -221,7 +221,7 @@ def train_steps(static: Static, sd: SeedData, hp: HParams, state: TrainState, nu
 
 
 def evaluate(static: Static, sd: SeedData, hp: HParams, Q) -> dict:
-    """The metrics of MODEL.md for a trained Q, with the baseline fitted on the same training samples."""
+    """The metrics of docs/model.md for a trained Q, with the baseline fitted on the same training samples."""
     d = static.d
     pr = _train_problem(static, sd, hp)
     train_loss = (data_loss(Q, pr, sd.p, hp.sigma, sd.G_pp) + 0.5 * hp.lam * jnp.sum(Q * Q)) / d

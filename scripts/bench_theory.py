@@ -3,7 +3,7 @@
 (a) The full phase diagram: omega = 0, 0.01, ..., 0.45 x 100 alphas in (0, 2], both non-trivial
     branches (continuation; theory.solve's quadrature check), then alpha_c, alpha_l and the spinodals for
     every omega, the omegas split over --workers processes. Wall time includes compilation.
-(b) The reference algorithm (THEORY.md): per-node scipy.optimize.minimize of M(h) started at w, inside a
+(b) The reference algorithm (docs/theory.md): per-node scipy.optimize.minimize of M(h) started at w, inside a
     plain damped (0.8) fixed-point loop in numpy. Timed for a fixed number of outer iterations at one point
     and extrapolated to the ~100 iterations x n_alpha points the same phase diagram would need.
 

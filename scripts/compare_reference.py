@@ -1,4 +1,4 @@
-"""Our d = 1000 simulations next to the authors' (../shared/reference/empirics_omega0.3_*.csv).
+"""Our d = 1000 simulations next to the authors' (tests/data/reference/empirics_omega0.3_*.csv).
 
 Runs omega = 0.3, sigma = 0.5, lam = 0.01, standard A, GD (lr 0.15, 5000 steps), random and semantic
 inits at the reference's alpha grid points nearest 0.5, 1, 1.5, 2, and prints, per (alpha, init) and
@@ -23,7 +23,7 @@ import pandas as pd
 
 from attnsim import config as config_lib, sweep
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "empirics_omega0.3_mean.csv"
+REF = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference" / "empirics_omega0.3_mean.csv"
 ALPHAS = (0.5075, 1.005, 1.5025, 2.0)  # points of the authors' grid linspace(0.01, 2, 25)
 
 

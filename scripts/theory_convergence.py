@@ -3,7 +3,7 @@
 Prints (1) the fixed point at omega = 0.3, alpha = 1.5714 on both branches for increasing quad_order
 (Gauss-Hermite nodes per Gaussian dimension), with relative changes against the highest order;
 (2) for the default (or --quad-order) the largest relative deviations per column from
-shared/reference/theory_omega0.3_{semantic,positional}.csv (rows with alpha >= 0.1) and on which side of
+tests/data/reference/theory_omega0.3_{semantic,positional}.csv (rows with alpha >= 0.1) and on which side of
 the reference the converged solution sits; (3) the reference re-computed on the authors' own 144-node
 cubature (quad_order="authors") and on the same rule rotated by 45 degrees; (4) alpha_c(0.3), alpha_l(0.3)
 and the spinodals; (5) the same points on independent quasi-Monte-Carlo rules (the Gauss-Hermite
@@ -23,9 +23,9 @@ import pandas as pd
 
 from attnsim import theory
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REF = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference"
 POINT = dict(omega=0.3, alpha=1.5714)
-# THEORY.md's converged point (Gauss-Hermite 10 nodes per dimension, ~1e-3)
+# docs/theory.md's converged point (Gauss-Hermite 10 nodes per dimension, ~1e-3)
 SPEC_POINT = dict(q=0.09706, V=15.49, theta=0.13843, test_error=0.003737 / 2, train_loss=0.0031404)
 
 
@@ -60,7 +60,7 @@ def convergence_table(orders) -> pd.DataFrame:
 def solve_on_rule(branch: str, alphas, rule: theory.Quad, cold_each: bool = False, omega: float = 0.3
                   ) -> pd.DataFrame:
     """Fixed points of one branch at omega (0.3) along alphas on any rule: continuation (the solver's own
-    path) or, with ``cold_each``, a cold start at every alpha from THEORY.md's starting point (as the
+    path) or, with ``cold_each``, a cold start at every alpha from docs/theory.md's starting point (as the
     authors computed theirs). One row per alpha."""
     import jax
     import jax.numpy as jnp
@@ -182,7 +182,7 @@ def main(argv=None):
     if "convergence" not in args.skip:
         print(f"== quadrature convergence at omega=0.3, alpha=1.5714 (d_X: relative change vs the highest order)")
         print(convergence_table(args.orders).to_string(float_format=lambda v: f"{v:.6g}"))
-        print("THEORY.md's converged point (K=10, ~1e-3):", SPEC_POINT)
+        print("docs/theory.md's converged point (K=10, ~1e-3):", SPEC_POINT)
     if "qmc" not in args.skip:
         t0 = time.perf_counter()
         chain = [2.0, 1.7857142857142856, 1.5714285714285714]

@@ -124,3 +124,18 @@ def test_theory_command_writes_theory_csv(tmp_path):
     assert set(expected) <= set(th.columns) and len(th) == 4 and th.converged.all()
     at2 = th[th.alpha == 2.0].set_index("branch")
     assert at2.train_loss["semantic"] < at2.train_loss["positional"]  # alpha = 2 > alpha_c(0.3): semantic wins
+
+
+def test_all_runs_diverged_run_warns_and_report_exits_2(tmp_path, capsys):
+    workdir = tmp_path / "div"
+    assert cli.main(["run", "--config", DEMO, "--workdir", str(workdir), *TINY, "--config.lr=1e6"]) == 0
+    assert pd.read_csv(workdir / "results.csv").diverged.all()
+    assert "8 of 8 runs diverged" in capsys.readouterr().err
+    assert cli.main(["report", "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "all 8 runs diverged" in err, err
+
+
+def test_version():
+    out = subprocess.run([sys.executable, "-m", "attnsim.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip().startswith("attnsim 0.")

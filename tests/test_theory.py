@@ -21,7 +21,7 @@ import pytest
 
 from attnsim import theory
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REF = Path(__file__).resolve().parent / "data" / "reference"  # the authors' numbers (see its README)
 K = 8
 REF_ALPHAS = (2.0, 1.7857142857142856, 1.5714285714285714, 1.3571428571428572, 1.25, 1.0163636363636364)
 
@@ -61,7 +61,7 @@ def test_reference_rows(omega03, branch):
     ref = ref[ref.alpha.apply(lambda a: np.isclose(ours.alpha, a).any())].reset_index(drop=True)
     assert len(ref) == len(ours) == 5 and ours.converged.all()
     rel = lambda col: np.abs(ours[col].abs().to_numpy() / ref[col].abs().to_numpy() - 1)
-    # The authors' mse is low by ~1.5% at alpha = 1.6 (THEORY.md) and by ~3.5% at alpha = 1 (our K = 16:
+    # The authors' mse is low by ~1.5% at alpha = 1.6 (docs/theory.md) and by ~3.5% at alpha = 1 (our K = 16:
     # 0.002773 vs their 0.002676 at alpha = 1.016), theta by up to 4% there: only alpha >= 1.25 is held
     # to the brief's 2.5% / 1%.
     assert rel("test_error").max() <= 0.025
@@ -268,7 +268,7 @@ def test_quad_rule_authors_is_degree_7_per_pair():
 @pytest.fixture(scope="module")
 def authors_rule_rows():
     """Every reference alpha >= 0.1, both branches, on the authors' cubature, each alpha a cold start from
-    the THEORY.md starting point (as the authors computed them; continuation can land on another of the
+    the docs/theory.md starting point (as the authors computed them; continuation can land on another of the
     coarse rule's fixed points at a few alphas)."""
     alphas = load_reference("semantic").alpha
     return pd.concat([theory.solve([0.3], [a], quad_order=theory.AUTHORS) for a in alphas[alphas >= 0.1]])

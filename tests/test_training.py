@@ -131,7 +131,7 @@ def test_inits_give_their_overlaps():
     p = data.positional_embeddings(d, 2)
     ov = lambda init: training.overlaps(training.initial_Q(st, key, Q_star, p, training.INIT_IDS[init]), Q_star, p, 0.5)
     pos, sem, rnd = ov("positional"), ov("semantic"), ov("random")
-    # positional: Q = 1/sqrt(d) (MODEL.md and the authors' code), so m = p_1^T Q / sqrt(d) = 1/sqrt(d)
+    # positional: Q = 1/sqrt(d) (docs/model.md and the authors' code), so m = p_1^T Q / sqrt(d) = 1/sqrt(d)
     assert abs(float(pos["m"]) - 1 / np.sqrt(d)) < 1e-6 and float(pos["theta"]) < 0.01 / np.sqrt(d)
     assert abs(float(sem["theta"]) - 0.25) < 0.05 and float(sem["m"]) < 0.15  # sigma^2 |Q*|^2/d ~ sigma^2
     assert float(rnd["q"]) == pytest.approx(0.25 * 0.01, rel=0.2)  # sigma^2 * 0.1^2

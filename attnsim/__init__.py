@@ -29,8 +29,8 @@ def run(cfg, workdir=None):
 
 def _tune_xla_cpu() -> None:
     """Keep XLA's CPU backend from handing the step's small reductions and dots to YNNPACK fusions: with
-    jaxlib 0.10 their call overhead made a d = 1000 training step 3.7x slower and a 16-run chunk at d = 30
-    10x slower per run (scripts/bench_sweep.py; the README's performance section). Takes effect when
+    jaxlib 0.10 their call overhead made training steps several times slower (scripts/bench_sweep.py; the
+    README's performance section has the numbers). Takes effect when
     attnsim is imported before JAX's first computation; an XLA_FLAGS that already sets the option, or
     ATTNSIM_KEEP_XLA_FLAGS=1, is left alone."""
     import os

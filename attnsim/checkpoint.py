@@ -106,11 +106,12 @@ class Saved:
 
 @dataclasses.dataclass
 class Resumed:
-    """A chunk restored from a checkpoint: its Saved record and the state of its real runs, host arrays of
-    shape (seeds, runs, ...)."""
+    """A chunk restored from a checkpoint: its Saved record, the state of its real runs, host arrays of
+    shape (seeds, runs, ...), and its learning-curve records so far (Engine.run_chunk's ``curve``)."""
 
     saved: Saved
     state: Any
+    curve: dict | None = None
 
     @property
     def steps_done(self) -> int:
@@ -211,10 +212,20 @@ def load(saved: Saved, template: Callable) -> Resumed | None:
                 continue
             S, R = len(saved.groups), len(saved.groups[0])
             at = dataclasses.replace(saved, step=step, steps_done=int(meta["steps_done"]))
-            return Resumed(at, jax.tree.map(lambda a: a[:S, :R], state))
+            curve = curve_from_json(meta["curve"]) if "curve" in meta else None
+            return Resumed(at, jax.tree.map(lambda a: a[:S, :R], state), curve)
     finally:
         manager.close()
     return None
+
+
+def curve_to_json(curve: dict) -> list:
+    """Learning-curve records ({step: {name: array}}) as JSON (float32 values survive exactly)."""
+    return [[int(step), {k: np.asarray(v).tolist() for k, v in values.items()}] for step, values in sorted(curve.items())]
+
+
+def curve_from_json(items: list) -> dict:
+    return {int(step): {k: np.asarray(v, np.float32) for k, v in values.items()} for step, values in items}
 
 
 def _damaged(directory: Path, step: int, e: Exception) -> None:

@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true",
                      help="start afresh: delete WORKDIR's results.csv and checkpoints (needed to reuse a "
                      "workdir that holds another config's results)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the runs, chunks, compiled shapes and an estimate of the time; write nothing")
     run.add_argument("--shard", metavar="I/N",
                      help="run only the I-th of N disjoint parts of the grid (0 <= I < N), e.g. one per task of a "
                      "SLURM job array (--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); shards may share "
@@ -124,6 +126,9 @@ def _run(args, overrides) -> int:
         raise _BadInput("attnsim run: --shard cannot be combined with " + (
             "several processes (run one process per shard)" if multi else
             "--overwrite (shards share the workdir: delete it instead)"))
+    if args.dry_run:
+        print(runner.describe(cfg, args.workdir, shard))
+        return 0
     rendezvous = None
     previous = signal.signal(signal.SIGTERM, _terminated)  # a pre-empted job exits like Ctrl-C: saves waited for
     try:
@@ -154,99 +159,44 @@ def _terminated(signum, frame):
     raise KeyboardInterrupt
 
 
-def _theory_setup(args, overrides):
-    """Config, workdir and the theory's arguments, after checking that the theory covers the config."""
-    from attnsim import config as config_lib, theory, workdir as workdir_lib
+def _theory_config(args, overrides):
+    """The config of `theory` / `phase`, checked to be covered by the theory, and the prepared workdir."""
+    from attnsim import config as config_lib, report, workdir as workdir_lib
 
     cfg = config_lib.load_config(args.config, overrides)
-    A = config_lib.teacher_A(cfg)
-    for sigma in config_lib.sweep_values(cfg, "sigma"):
-        try:
-            theory.check_supported(cfg.L, cfg.r, cfg.r_t, sigma, A, cfg.alphas)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    return cfg, A, workdir_lib.prepare(args.workdir)
-
-
-def _per_sigma_lam(cfg, fn):
-    """Concatenate fn(sigma, lam) over the config's sigma x lam grid."""
-    import itertools
-
-    import pandas as pd
-
-    from attnsim import config as config_lib
-
-    return pd.concat([fn(s, l) for s, l in itertools.product(config_lib.sweep_values(cfg, "sigma"),
-                                                             config_lib.sweep_values(cfg, "lam"))], ignore_index=True)
-
-
-def _theory_command(args, overrides, name: str, compute):
-    """Shared body of `theory` and `phase`: compute(theory, cfg, A, omegas, sigma, lam) -> table per
-    (sigma, lam), concatenated and written to WORKDIR/NAME."""
-    from attnsim import config as config_lib, theory
-
-    cfg, A, workdir = _theory_setup(args, overrides)
-    omegas = config_lib.sweep_values(cfg, "omega")
-    start = time.time()
-    table = _per_sigma_lam(cfg, lambda s, l: compute(theory, cfg, A, omegas, s, l))
-    path = workdir / name
-    table.to_csv(path, index=False)
-    return table, path, time.time() - start
+    report.check_theory_covers(cfg)
+    return cfg, workdir_lib.prepare(args.workdir)
 
 
 def _theory(args, overrides) -> int:
-    table, path, seconds = _theory_command(args, overrides, "theory.csv", lambda th, cfg, A, om, s, l: th.solve(
-        om, cfg.alphas, sigma=s, lam=l, A=A, quad_order=cfg.quad_order))
+    from attnsim import report
+
+    cfg, workdir = _theory_config(args, overrides)
+    start, path = time.time(), workdir / "theory.csv"
+    table = report.theory_table(cfg)
+    table.to_csv(path, index=False)
     bad = int((~table.converged.astype(bool)).sum())
-    print(f"attnsim: {len(table)} fixed points ({bad} not converged / not existing) in {seconds:.1f} s -> {path}")
+    print(f"attnsim: {len(table)} fixed points ({bad} not converged / not existing) in {time.time() - start:.1f} s "
+          f"-> {path}")
     return 0
 
 
 def _phase(args, overrides) -> int:
-    table, path, seconds = _theory_command(args, overrides, "phase.csv", lambda th, cfg, A, om, s, l: th.critical_lines(
-        om, sigma=s, lam=l, A=A, quad_order=cfg.quad_order, alpha_max=max(cfg.alphas), workers=th.auto_workers(om)))
-    print(f"attnsim: critical lines for {len(table)} (omega, sigma, lam) in {seconds:.1f} s -> {path}")
+    from attnsim import report
+
+    cfg, workdir = _theory_config(args, overrides)
+    start, path = time.time(), workdir / "phase.csv"
+    table = report.phase_table(cfg)
+    table.to_csv(path, index=False)
+    print(f"attnsim: critical lines for {len(table)} (omega, sigma, lam) in {time.time() - start:.1f} s -> {path}")
     return 0
 
 
 def _report(args, overrides) -> int:
-    """Figures and summary of WORKDIR; the theory (theory.csv, phase.csv) is computed where missing and
-    covered (L = 2, r = r_t = 1), and written next to the results."""
-    import pandas as pd
-
-    from attnsim import plots, report
+    from attnsim import report
 
     _enable_compilation_cache()  # the report may solve the theory
-    workdir = Path(args.workdir)
-    results, cfg = report.read_workdir(workdir)
-    if results is None:
-        raise _BadInput(f"--workdir {workdir}: no results.csv (run `attnsim run` first)")
-    if report.ok_runs(results).empty:
-        raise _BadInput(f"--workdir {workdir}: all {len(results)} runs diverged (diverged=True in results.csv): "
-                        "nothing to report; try a smaller lr")
-    read = lambda name: pd.read_csv(workdir / name) if (workdir / name).is_file() else None  # noqa: E731
-    theory, phase = read("theory.csv"), read("phase.csv")
-    completed, note = report.complete_theory(results, theory, cfg)
-    notes = [note]
-    if completed is not theory:
-        theory = completed
-        theory.to_csv(workdir / "theory.csv", index=False)
-    if phase is None:
-        phase, note = report.compute_phase(results, cfg)
-        notes.append(note)
-        if phase is not None:
-            phase.to_csv(workdir / "phase.csv", index=False)
-    print("attnsim report: " + "; ".join(notes), file=sys.stderr)
-    empirical = report.empirical_lines(results)
-    table = report.summary(results, theory)
-    files = plots.plot_test_error(results, workdir / "test_error.png", theory=theory, phase=phase)
-    files += plots.plot_overlaps(results, workdir / "overlaps.png", theory=theory)
-    if results.omega.nunique() > 1:
-        files += plots.plot_phase_diagram(results, workdir / "phase_diagram.png", phase, empirical)
-    if results.d.nunique() > 1 and "theory_test_error" in table:
-        files += plots.plot_scaling(table, workdir / "scaling.png")
-    table.to_csv(workdir / "summary.csv", index=False)
-    files += [workdir / "summary.csv", report.write_summary(table, workdir / "summary.md", phase, empirical, notes)]
+    files = report.write_all(Path(args.workdir))
     print(f"attnsim: wrote {', '.join(str(f) for f in files)}")
     return 0
 

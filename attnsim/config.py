@@ -52,6 +52,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.name = "default"
     # Model and data.
     c.d = 1000
+    c.ds = ()  # a non-empty tuple runs one sweep per d, into WORKDIR/d<d> (finite-size scaling; overrides `d`)
     c.L = 2
     c.r = 1
     c.r_t = 1
@@ -83,6 +84,9 @@ def default_config() -> ml_collections.ConfigDict:
     # since the last save (0 = after every segment).
     c.checkpoint_every = 500
     c.checkpoint_seconds = 60.0
+    # Learning curves: train_loss, m, theta, q of every run every `record_every` steps (and at step 0), in
+    # WORKDIR/curves.csv (0 = off). Training is cut at those steps, which changes no result.
+    c.record_every = 0
     # Theory.
     c.quad_order = 10  # Gauss-Hermite nodes per dimension: ~1.5e-3 relative of order 20 (theory.py)
     return c
@@ -99,6 +103,21 @@ def teacher_A(cfg: ml_collections.ConfigDict) -> np.ndarray:
     if isinstance(cfg.A, str):
         return np.asarray(NAMED_A[cfg.A], dtype=np.float64)
     return np.asarray(cfg.A, dtype=np.float64)
+
+
+def per_d(cfg: ml_collections.ConfigDict) -> list[tuple[str, ml_collections.ConfigDict]]:
+    """The sweeps a config stands for: [("", cfg)], or with ``ds`` one (sub-folder "d<d>", config with that d)
+    per d (each validated and locked)."""
+    if not cfg.ds:
+        return [("", cfg)]
+    out = []
+    for d in cfg.ds:
+        one = ml_collections.ConfigDict(cfg.to_dict(), type_safe=False)
+        one.d, one.ds = d, ()
+        validate(one)
+        one.lock()
+        out.append((f"d{d}", one))
+    return out
 
 
 def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
@@ -183,6 +202,11 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     for f in ("d", "L", "r", "r_t", "seeds", "steps"):
         _check(isinstance(cfg[f], int) and cfg[f] >= 1, f, cfg[f], "must be an integer >= 1")
     _check(cfg.L >= 2, "L", cfg.L, "must be >= 2 (a sequence has at least two tokens)")
+    _check(all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in cfg.ds), "ds", cfg.ds,
+           "every d must be an integer >= 1")
+    _check(len(set(cfg.ds)) == len(cfg.ds), "ds", cfg.ds, "has duplicates")
+    _check(all(round(a * d) >= 1 for a in cfg.alphas for d in cfg.ds), "alphas", cfg.alphas,
+           f"n = round(alpha * d) must be >= 1 for every alpha and every d of ds = {cfg.ds}")
     _check(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "must be an integer >= 0")
     _check(isinstance(cfg.n_test, int) and cfg.n_test >= 1, "n_test", cfg.n_test, "must be an integer >= 1")
     _check(isinstance(cfg.test_chunk, int) and cfg.test_chunk >= 1, "test_chunk", cfg.test_chunk, "must be an integer >= 1")
@@ -191,6 +215,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
            "must be >= 0 (GiB; 0 = automatic)")
     _check(isinstance(cfg.checkpoint_every, int) and cfg.checkpoint_every >= 1, "checkpoint_every",
            cfg.checkpoint_every, "must be an integer >= 1 (steps per training segment)")
+    _check(isinstance(cfg.record_every, int) and cfg.record_every >= 0, "record_every", cfg.record_every,
+           "must be an integer >= 0 (steps between learning-curve records; 0 = off)")
     _check(_is_num(cfg.checkpoint_seconds) and cfg.checkpoint_seconds >= 0, "checkpoint_seconds",
            cfg.checkpoint_seconds, "must be >= 0 (0 = save after every segment)")
     _check(isinstance(cfg.quad_order, int) and 2 <= cfg.quad_order <= 64, "quad_order", cfg.quad_order, "must be an integer in [2, 64]")

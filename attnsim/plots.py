@@ -38,8 +38,24 @@ def _styled(plot):
     return wrapped
 
 
-def _mean_std(df: pd.DataFrame, column: str, by: str = "alpha") -> pd.DataFrame:
-    return df.groupby(by)[column].agg(["mean", "std", "count"]).reset_index().fillna({"std": 0.0})
+def _mean_sem(df: pd.DataFrame, column: str, by: str = "alpha") -> pd.DataFrame:
+    """Mean and standard error of the mean (std / sqrt(count); 0 for one seed) of ``column`` per ``by``:
+    the one error-bar convention of every figure, said in the legends."""
+    s = df.groupby(by)[column].agg(["mean", "std", "count"]).reset_index().fillna({"std": 0.0})
+    s["sem"] = s["std"] / np.sqrt(s["count"])
+    return s
+
+
+def _seeds(df: pd.DataFrame) -> str:
+    n = int(df.groupby([c for c in ("d", "omega", "sigma", "lam", "alpha", "init", "step") if c in df]).size().max())
+    return f"{n} seed" + ("s" if n != 1 else "")
+
+
+def _offset(ax_index: int, count: int, alphas) -> float:
+    """A small shift in alpha of series ax_index of count, so that overlapping series stay visible."""
+    a = np.unique(np.asarray(alphas, float))
+    step = np.min(np.diff(a)) if len(a) > 1 else max(abs(a[0]), 1.0)
+    return (ax_index - (count - 1) / 2) * 0.06 * step
 
 
 def _panels(results: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
@@ -49,9 +65,15 @@ def _panels(results: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
     return [(dict(zip(keys, k)), df) for k, df in ok.groupby(keys)]
 
 
-def _title(key: dict) -> str:
+def _title(key: dict, df: pd.DataFrame | None = None) -> str:
+    """The panel's parameters; with its runs ``df``, also d (when not in key) and the seed count."""
     names = {"omega": r"\omega", "sigma": r"\sigma", "lam": r"\lambda", "d": "d", "alpha": r"\alpha"}
-    return ", ".join(rf"${names[k]}={v:g}$" for k, v in key.items())
+    text = ", ".join(rf"${names[k]}={v:g}$" for k, v in key.items())
+    if df is not None and len(df):
+        if "d" not in key and "d" in df and df.d.nunique() == 1:
+            text += f", $d={int(df.d.iloc[0])}$"
+        text += f", {_seeds(df)}"
+    return text
 
 
 def _grid(n: int, width: float = 3.4, height: float = 2.6, max_cols: int = 3):
@@ -75,7 +97,7 @@ def _legend_below(fig, axes, rows: int) -> None:
 @_styled
 def plot_test_error(results: pd.DataFrame, path: Path, theory: pd.DataFrame | None = None,
                     phase: pd.DataFrame | None = None) -> list[Path]:
-    """Test error vs alpha, one panel per curve: mean +- std over seeds per init, the empirical global minimum
+    """Test error vs alpha, one panel per curve: mean +- s.e.m. over seeds per init, the empirical global minimum
     (per seed, the init with the lowest train_loss) and the linear baseline. ``theory`` (rows of
     attnsim.theory.solve) adds the branches (solid where the global minimum, dashed where not) and the
     baseline's population error; ``phase`` (attnsim.theory.critical_lines) marks alpha_c and alpha_l."""
@@ -84,10 +106,10 @@ def plot_test_error(results: pd.DataFrame, path: Path, theory: pd.DataFrame | No
     gmin = sweep.global_minimum(report.ok_runs(results))
     for ax, (key, df) in zip(axes.flat, panels):
         _init_points(ax, df, "test_error")
-        s = _mean_std(gmin[(gmin[list(key)] == pd.Series(key)).all(axis=1)], "test_error")
-        ax.errorbar(s["alpha"], s["mean"], yerr=s["std"], color="black", marker="*", ms=6, lw=1.2, capsize=2,
-                    label="global min (lowest train loss)")
-        s = _mean_std(df, "lin_test_error")
+        s = _mean_sem(gmin[(gmin[list(key)] == pd.Series(key)).all(axis=1)], "test_error")
+        ax.errorbar(s["alpha"], s["mean"], yerr=s["sem"], color="black", marker="*", ms=6, lw=1.2, capsize=2,
+                    label="global min (lowest train loss), mean ± s.e.m.")
+        s = _mean_sem(df, "lin_test_error")
         ax.plot(s["alpha"], s["mean"], color="gray", marker=".", ls=":", lw=1.0, label=r"linear $Bx$")
         point = {k: key[k] for k in ("omega", "sigma", "lam")}
         th = report.select(theory, **point)
@@ -95,7 +117,7 @@ def plot_test_error(results: pd.DataFrame, path: Path, theory: pd.DataFrame | No
         if "lin_test_error" in th and len(th):
             ax.axhline(th.lin_test_error.iloc[0], color="gray", lw=1.0, label=r"theory, linear $Bx$")
         _critical_marks(ax, report.select(phase, **point))
-        ax.set_title(_title(key))
+        ax.set_title(_title(key, df))
         ax.set_xlabel(ALPHA)
         ax.set_ylabel(TEST_ERROR)
         ax.grid(alpha=0.3)
@@ -105,7 +127,7 @@ def plot_test_error(results: pd.DataFrame, path: Path, theory: pd.DataFrame | No
 
 @_styled
 def plot_overlaps(results: pd.DataFrame, path: Path, theory: pd.DataFrame | None = None) -> list[Path]:
-    """|theta| and |m| vs alpha per init (mean +- std over seeds), one row per curve, with the theory's
+    """|theta| and |m| vs alpha per init (mean +- s.e.m. over seeds), one row per curve, with the theory's
     branches when given."""
     panels = _panels(results)
     fig, axes = plt.subplots(len(panels), 2, figsize=(6.8, 2.4 * len(panels) + 0.5), squeeze=False)
@@ -117,7 +139,7 @@ def plot_overlaps(results: pd.DataFrame, path: Path, theory: pd.DataFrame | None
             _theory_lines(ax, th, col)
             ax.set_xlabel(ALPHA)
             ax.set_ylabel(label)
-            ax.set_title(_title(key))
+            ax.set_title(_title(key, df))
             ax.grid(alpha=0.3)
     _legend_below(fig, axes, len(panels))
     return _save(fig, path)
@@ -153,11 +175,14 @@ def plot_phase_diagram(results: pd.DataFrame, path: Path, phase: pd.DataFrame | 
         for col, marker, label in (("alpha_c", "o", r"simulation $\alpha_c$"), ("alpha_l", "^", r"simulation $\alpha_l$")):
             if len(e):
                 ax.plot(e[col], e.omega, ls="none", marker=marker, ms=5, mfc="white", mec="black", label=label)
-        ax.set_xlim(_edges(table.columns)[[0, -1]])
-        ax.set_ylim(_edges(table.index)[[0, -1]])
+        alphas, omegas = np.asarray(table.columns, float), np.asarray(table.index, float)
+        if len(alphas) > 1:  # the cells cover the simulated alphas, not half a cell beyond them
+            ax.set_xlim(alphas[0], alphas[-1])
+        if len(omegas) > 1:
+            ax.set_ylim(omegas[0], omegas[-1])
         ax.set_xlabel(ALPHA)
         ax.set_ylabel(r"positional weight $\omega$")
-        ax.set_title(_title({"sigma": sigma, "lam": lam, "d": d}))
+        ax.set_title(_title({"sigma": sigma, "lam": lam, "d": d}) + f", {_seeds(ok[ok.d == d])}")
     _legend_below(fig, axes, axes.shape[0])
     return _save(fig, path)
 
@@ -195,6 +220,33 @@ def plot_scaling(table: pd.DataFrame, path: Path) -> list[Path]:
     return _save(fig, path)
 
 
+@_styled
+def plot_curves(curves: pd.DataFrame, path: Path) -> list[Path]:
+    """Learning curves (curves.csv): train_loss, |m|, |theta|, q against the training step, one row of
+    panels per (omega, sigma, lam), one line per (alpha, init): the mean over seeds (shaded: +- s.e.m.)."""
+    groups = list(curves.groupby(["omega", "sigma", "lam"]))
+    fig, axes = plt.subplots(len(groups), 4, figsize=(10.4, 2.3 * len(groups) + 0.7), squeeze=False)
+    alphas = np.sort(curves.alpha.unique())
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(alphas)))
+    styles = dict(zip(INIT_STYLE, ("-", "--", ":")))
+    for row, ((omega, sigma, lam), g) in zip(axes, groups):
+        for (alpha, init), c in g.groupby(["alpha", "init"]):
+            color = colors[int(np.searchsorted(alphas, alpha))]
+            for ax, col in zip(row, ("train_loss", "m", "theta", "q")):
+                s = _mean_sem(c.assign(**{col: c[col].abs()}), col, by="step")
+                ax.plot(s.step, s["mean"], color=color, ls=styles.get(init, "-"), lw=1.0,
+                        label=f"$\\alpha={alpha:g}$, {init} init")
+                ax.fill_between(s.step, s["mean"] - s["sem"], s["mean"] + s["sem"], color=color, alpha=0.15, lw=0)
+        for ax, label in zip(row, ("train loss $R/d$", r"$|m|$", r"$|\theta|$", "$q$")):
+            ax.set_xlabel("training step")
+            ax.set_ylabel(label)
+            ax.set_title(_title({"omega": omega, "sigma": sigma, "lam": lam}) + f", {_seeds(g)}")
+            ax.grid(alpha=0.3)
+        row[0].set_yscale("log")
+    _legend_below(fig, axes, len(groups))
+    return _save(fig, path)
+
+
 def _edges(centres) -> np.ndarray:
     """Cell edges around sorted centres (midpoints; the outer cells as wide as their neighbour)."""
     c = np.asarray(centres, float)
@@ -205,12 +257,15 @@ def _edges(centres) -> np.ndarray:
 
 
 def _init_points(ax, df: pd.DataFrame, column: str) -> None:
-    """Mean +- std over seeds of |column| vs alpha, one series per init."""
-    for init, sub in df.groupby("init"):
+    """Mean +- s.e.m. over seeds of |column| vs alpha, one series per init, each shifted a little in alpha
+    (and with its own marker) so that series that coincide stay visible."""
+    inits = list(df.groupby("init"))
+    for i, (init, sub) in enumerate(inits):
         color, marker = INIT_STYLE.get(init, ("gray", "x"))
-        s = _mean_std(sub.assign(**{column: sub[column].abs()}), column)
-        ax.errorbar(s["alpha"], s["mean"], yerr=s["std"], color=color, marker=marker, ms=4, lw=0.8,
-                    capsize=2, ls=":", label=f"{init} init")
+        s = _mean_sem(sub.assign(**{column: sub[column].abs()}), column)
+        ax.errorbar(s["alpha"] + _offset(i, len(inits), df.alpha), s["mean"], yerr=s["sem"], color=color,
+                    marker=marker, ms=4, mfc="none" if i % 2 else color, lw=0.8, capsize=2, ls=":",
+                    label=f"{init} init, mean ± s.e.m.")
 
 
 def _theory_lines(ax, th: pd.DataFrame, column: str = "test_error", global_style: bool = False) -> None:

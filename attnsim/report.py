@@ -230,3 +230,88 @@ def write_summary(table: pd.DataFrame, path: Path, phase: pd.DataFrame | None = 
         lines.append("")
     path.write_text("\n".join(lines))
     return path
+
+
+def check_theory_covers(cfg) -> None:
+    """ConfigError (one line) unless the theory covers every (sigma, A, alpha) of the config."""
+    from attnsim import config as config_lib, theory
+
+    A = config_lib.teacher_A(cfg)
+    for sigma in config_lib.sweep_values(cfg, "sigma"):
+        try:
+            theory.check_supported(cfg.L, cfg.r, cfg.r_t, sigma, A, cfg.alphas)
+        except ValueError as e:
+            raise config_lib.ConfigError(str(e)) from None
+
+
+def _per_sigma_lam(cfg, fn) -> pd.DataFrame:
+    """fn(omegas, sigma, lam, A) concatenated over the config's sigma x lam grid."""
+    import itertools
+
+    from attnsim import config as config_lib
+
+    omegas, A = config_lib.sweep_values(cfg, "omega"), config_lib.teacher_A(cfg)
+    return pd.concat([fn(omegas, s, l, A) for s, l in itertools.product(config_lib.sweep_values(cfg, "sigma"),
+                                                                        config_lib.sweep_values(cfg, "lam"))],
+                     ignore_index=True)
+
+
+def theory_table(cfg) -> pd.DataFrame:
+    """theory.csv of a config: every branch at every (omega, sigma, lam, alpha) (`attnsim theory`)."""
+    from attnsim import theory
+
+    return _per_sigma_lam(cfg, lambda om, s, l, A: theory.solve(om, cfg.alphas, sigma=s, lam=l, A=A,
+                                                                 quad_order=cfg.quad_order))
+
+
+def phase_table(cfg) -> pd.DataFrame:
+    """phase.csv of a config: alpha_c, alpha_l and the spinodals per (omega, sigma, lam) (`attnsim phase`)."""
+    from attnsim import theory
+
+    return _per_sigma_lam(cfg, lambda om, s, l, A: theory.critical_lines(
+        om, sigma=s, lam=l, A=A, quad_order=cfg.quad_order, alpha_max=max(cfg.alphas),
+        workers=theory.auto_workers(om)))
+
+
+def write_all(workdir: Path) -> list[Path]:
+    """`attnsim report`: figures and summary of WORKDIR. The theory (theory.csv, phase.csv) is computed where
+    missing and covered (L = 2, r = r_t = 1) and written next to the results. Returns the files written;
+    raises ConfigError (one line) for a workdir without results or whose runs all diverged."""
+    import sys
+
+    from attnsim import plots
+    from attnsim.config import ConfigError
+
+    workdir = Path(workdir)
+    results, cfg = read_workdir(workdir)
+    if results is None:
+        raise ConfigError(f"--workdir {workdir}: no results.csv (run `attnsim run` first)")
+    if ok_runs(results).empty:
+        raise ConfigError(f"--workdir {workdir}: all {len(results)} runs diverged (diverged=True in results.csv): "
+                          "nothing to report; try a smaller lr")
+    read = lambda name: pd.read_csv(workdir / name) if (workdir / name).is_file() else None  # noqa: E731
+    theory, phase = read("theory.csv"), read("phase.csv")
+    completed, note = complete_theory(results, theory, cfg)
+    notes = [note]
+    if completed is not theory:
+        theory = completed
+        theory.to_csv(workdir / "theory.csv", index=False)
+    if phase is None:
+        phase, note = compute_phase(results, cfg)
+        notes.append(note)
+        if phase is not None:
+            phase.to_csv(workdir / "phase.csv", index=False)
+    print("attnsim report: " + "; ".join(notes), file=sys.stderr)
+    empirical = empirical_lines(results)
+    table = summary(results, theory)
+    files = plots.plot_test_error(results, workdir / "test_error.png", theory=theory, phase=phase)
+    files += plots.plot_overlaps(results, workdir / "overlaps.png", theory=theory)
+    if results.omega.nunique() > 1:
+        files += plots.plot_phase_diagram(results, workdir / "phase_diagram.png", phase, empirical)
+    if results.d.nunique() > 1 and "theory_test_error" in table:
+        files += plots.plot_scaling(table, workdir / "scaling.png")
+    curves = sweep.read_curves(workdir)
+    if curves is not None:
+        files += plots.plot_curves(curves, workdir / "learning_curves.png")
+    table.to_csv(workdir / "summary.csv", index=False)
+    return files + [workdir / "summary.csv", write_summary(table, workdir / "summary.md", phase, empirical, notes)]

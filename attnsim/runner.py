@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import ml_collections
+import numpy as np
 import pandas as pd
 
 from attnsim import checkpoint, cluster, workdir as workdir_lib
@@ -59,6 +60,19 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path | None = None, *, ov
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="attnsim-") as tmp:
             return run(cfg, tmp, shard=shard, progress=progress)
+    if cfg.ds:  # one sweep per d, each in its own sub-folder (report.read_workdir reads them all)
+        if rendezvous is not None:
+            raise ConfigError(f"config.ds={cfg.ds}: one d per multi-process launch (give --config.d=D and a "
+                              "workdir per d)")
+        import jax
+
+        from attnsim import config as config_lib, sweep
+
+        sweeps = config_lib.per_d(cfg)
+        for _, one in sweeps:
+            sweep.default_max_batch(one, jax.local_device_count())  # every d fits, before any work
+        return pd.concat([run(one, Path(workdir) / sub, overwrite=overwrite, shard=shard, progress=progress)
+                          for sub, one in sweeps], ignore_index=True)
     if shard is not None and (overwrite or rendezvous is not None):
         raise ConfigError("--shard: cannot be combined with " + ("--overwrite (shards share the workdir; delete "
                           "it instead)" if overwrite else "several processes (run one process per shard)"))
@@ -89,6 +103,49 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path | None = None, *, ov
     grid = shard.select(grid) if shard else grid
     done = sweep.read_results(path / workdir_lib.RESULTS)
     return grid[sweep.KEY_COLUMNS].merge(done, on=sweep.KEY_COLUMNS, how="inner")[done.columns]
+
+
+# Rough cost of one training step per sample, token and dimension, and of compiling one chunk shape, for the
+# dry run's estimate (scripts/bench_sweep.py on a 2-core CPU; the GPU figure is an estimate, docs/README.md).
+SECONDS_PER_SAMPLE_DIM_STEP = {"cpu": 2e-10, "gpu": 5e-12, "tpu": 5e-12}
+COMPILE_SECONDS_PER_SHAPE = {"cpu": 4.0, "gpu": 10.0, "tpu": 10.0}
+
+
+def describe(cfg: ml_collections.ConfigDict, workdir: str | Path | None = None, shard: Shard | None = None) -> str:
+    """`attnsim run --dry-run`: the runs, chunks and compiled shapes a run of ``cfg`` into ``workdir`` would
+    have (finished runs in an existing workdir are counted as done), and a rough estimate of its time.
+    Reads only; writes nothing."""
+    import jax
+
+    from attnsim import config as config_lib, sweep
+
+    backend = jax.default_backend()
+    lines, total = [], 0.0
+    for sub, one in config_lib.per_d(cfg):
+        max_batch = sweep.default_max_batch(one, jax.local_device_count())
+        grid = sweep.expand_grid(one)
+        mine = shard.select(grid) if shard else grid
+        folder = Path(workdir) / sub if workdir is not None else None
+        done = sweep.read_results(folder / workdir_lib.RESULTS) if folder is not None and folder.is_dir() else None
+        todo = sweep.missing_runs(mine, done)
+        chunks = sweep.plan_chunks(todo, max_batch) if len(todo) else []
+        engine = sweep.Engine(one)
+        shapes = sorted({(c.n_max, engine.padded_shape(c)) for c in chunks})
+        sample_steps = sum(c.n_max * int(np.prod(engine.padded_shape(c))) for c in chunks) * one.steps
+        seconds = (sample_steps * one.L * one.d * SECONDS_PER_SAMPLE_DIM_STEP.get(backend, 2e-10)
+                   + len(shapes) * COMPILE_SECONDS_PER_SHAPE.get(backend, 4.0))
+        total += seconds
+        where = f"{sub}: d = {one.d}: " if sub else ""
+        part = f" (shard {shard.index}/{shard.count}: {len(mine)})" if shard else ""
+        lines.append(f"{where}{len(grid)} runs{part}, {len(mine) - len(todo)} done, {len(todo)} to do in "
+                     f"{len(chunks)} chunks of at most {max_batch} runs; {len(shapes)} compiled shapes (n_max, "
+                     f"seeds x runs): {', '.join(f'{n}:{a}x{b}' for n, (a, b) in shapes) or 'none'}; "
+                     f"{sample_steps:.3g} padded sample-steps, padding waste "
+                     f"{sweep.padding_waste(todo, chunks, jax.local_device_count()) if chunks else 0:.0%}")
+    lines.append(f"estimated time on this machine ({jax.local_device_count()} {backend} device(s)): "
+                 f"~{total:.0f} s (a rough model: compilation per shape plus sample-steps x L x d at a "
+                 f"benchmarked rate; within a factor of ~2-3)")
+    return "\n".join(lines)
 
 
 class _Sweep:
@@ -126,7 +183,8 @@ class _Sweep:
         else:
             self.say(f"{len(todo)} runs to do ({len(mine) - len(todo)} already done) in {len(chunks)} chunks "
                      f"on {jax.local_device_count()} {jax.default_backend()} device(s) per process in "
-                     f"{self.launch.count} process(es), padding waste {sweep.padding_waste(todo, chunks):.0%}")
+                     f"{self.launch.count} process(es), padding waste "
+                     f"{sweep.padding_waste(todo, chunks, jax.local_device_count()):.0%}")
             self._train(todo, chunks[self.launch.index::self.launch.count],
                         {sweep.resumed_chunk(s): s for s in resumable})
         if self.heartbeat:
@@ -167,8 +225,10 @@ class _Sweep:
         try:
             with tqdm(total=total, unit="run", disable=None if self.progress else True, file=sys.stderr,
                       bar_format="{l_bar}{bar}| {n:.1f}/{total} runs [{elapsed}<{remaining}] {postfix}") as bar:
+                curves = lambda table: sweep.append_results(self.writer.curves, table)  # noqa: E731
                 for rows in sweep.iterate(self.cfg, todo, chunks=chunks, engine=engine, resumed=resumed,
-                                          checkpointer=ckpt, progress=bar.update, status=bar.set_postfix_str):
+                                          checkpointer=ckpt, progress=bar.update, status=bar.set_postfix_str,
+                                          on_curves=curves):
                     sweep.append_results(self.writer.results, rows)
                     checkpoint.fault("chunk")
         finally:

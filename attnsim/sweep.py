@@ -90,9 +90,11 @@ def plan_chunks(runs: pd.DataFrame, max_batch: int) -> list[Chunk]:
     return chunks
 
 
-def padding_waste(runs: pd.DataFrame, chunks: list[Chunk]) -> float:
-    """Fraction of the sample-steps computed on padding."""
-    done = sum(c.n_max * len(c.rows) for c in chunks)
+def padding_waste(runs: pd.DataFrame, chunks: list[Chunk], devices: int = 1) -> float:
+    """Fraction of the sample-steps computed on padding: samples beyond a run's n, and the runs and seeds a
+    chunk is padded with up to its compiled shape (``padded_count``) on ``devices`` devices."""
+    done = sum(c.n_max * padded_count(len(c.seeds), 1) * padded_count(max(len(g) for g in c.groups), devices)
+               for c in chunks)
     useful = sum(int(runs.at[i, "n"]) for c in chunks for i in c.rows)
     return 1.0 - useful / done
 
@@ -215,7 +217,8 @@ class Engine:
         return (chunk.n_max, self.padded_shape(chunk)) in self._ran
 
     def run_chunk(self, runs: pd.DataFrame, chunk: Chunk, resume_state=None, steps_done: int = 0,
-                  after_segment: Callable | None = None, status: Callable[[str], None] | None = None) -> np.ndarray:
+                  after_segment: Callable | None = None, status: Callable[[str], None] | None = None,
+                  curve: dict | None = None) -> np.ndarray:
         """Train and evaluate a chunk: a float32 table, one row per run, columns (row label, *METRIC_COLUMNS).
 
         ``resume_state`` (host arrays (seeds, runs, ...), from a checkpoint) continues the chunk after
@@ -223,6 +226,9 @@ class Engine:
         its computation has finished (JAX dispatches asynchronously: without the wait, the callback would run
         when the segment is queued, not done). ``status(what)`` is told "compiling" or "training" before the
         first segment, "training" after it and "evaluating" before the metrics.
+        ``curve`` (with ``cfg.record_every`` > 0): a dict that receives ``{step: training.observe values,
+        host arrays (seeds, runs) of the padded shape}`` at step 0 and every ``record_every`` steps
+        (training is cut into segments there; a resumed chunk passes the records it had).
         Padding (discarded): the runs and seeds to ``padded_shape``, with copies of the first run / seed."""
         status = status or (lambda what: None)
         shape = self.padded_shape(chunk)
@@ -235,12 +241,18 @@ class Engine:
         sd, state = prog.setup(keys, hp)
         if resume_state is not None:
             state = jax.device_put(_pad(resume_state, shape), prog.runs)
-        done = steps_done
+        done, every = steps_done, self.cfg.record_every if curve is not None else 0
+        if every and done == 0:
+            curve[0] = jax.device_get(prog.observe(sd, hp, state))
         while done < self.cfg.steps:
             k = min(self.cfg.checkpoint_every, self.cfg.steps - done)
+            if every:
+                k = min(k, every - done % every)
             state = jax.block_until_ready(prog.train(sd, hp, state, k))
             done += k
             status("training")
+            if every and done % every == 0:
+                curve[done] = jax.device_get(prog.observe(sd, hp, state))
             if after_segment is not None:
                 after_segment(state, done)
         status("compiling the evaluation" if fresh else "evaluating")
@@ -269,6 +281,7 @@ def _setup(st: training.Static) -> Callable:
 class _Programs(NamedTuple):
     setup: Callable  # (keys, hp) -> (sd, state)
     train: Callable  # (sd, hp, state, steps) -> state
+    observe: Callable  # (sd, hp, state) -> learning-curve values
     finish: Callable  # (sd, hp, state) -> metrics
     runs: NamedSharding  # of everything with a run axis: (seeds, runs, ...)
 
@@ -282,9 +295,11 @@ def _compile(st: training.Static, devices: tuple) -> _Programs:
     per_run = lambda f, *extra: jax.vmap(jax.vmap(f, in_axes=(None, 0, 0, *extra)), in_axes=(0, 0, 0, *extra))
     train = per_run(functools.partial(training.train_steps, st), None)
     finish = per_run(lambda sd, hp, state: training.evaluate(st, sd, hp, state.Q))
+    observe = per_run(lambda sd, hp, state: training.observe(st, sd, hp, state.Q))
     one, runs = NamedSharding(mesh, P()), NamedSharding(mesh, P(None, "runs"))
     return _Programs(setup=jax.jit(_setup(st), in_shardings=(one, runs), out_shardings=(one, runs)),
                      train=jax.jit(train, in_shardings=(one, runs, runs, one), out_shardings=runs),
+                     observe=jax.jit(observe, in_shardings=(one, runs, runs), out_shardings=runs),
                      finish=jax.jit(finish, in_shardings=(one, runs, runs), out_shardings=runs),
                      runs=runs)
 
@@ -325,14 +340,16 @@ def iterate(cfg: ml_collections.ConfigDict, runs: pd.DataFrame, max_batch: int |
             resumed: dict[Chunk, checkpoint.Resumed] | None = None,
             checkpointer: checkpoint.Checkpointer | None = None,
             progress: Callable[[float], None] | None = None,
-            status: Callable[[str], None] | None = None) -> Iterator[pd.DataFrame]:
+            status: Callable[[str], None] | None = None,
+            on_curves: Callable[[pd.DataFrame], None] | None = None) -> Iterator[pd.DataFrame]:
     """Yield the results of ``runs`` chunk by chunk, in the order of ``chunks`` (default: :func:`plan`);
     ``progress(k)`` is told of each k runs' worth of training finished (fractions of a chunk after each
     segment), ``status`` what the engine is doing (Engine.run_chunk).
 
     A chunk in ``resumed`` continues from its checkpoint, and ``checkpointer`` saves the chunk in training
     after its segments. A chunk is computed by the same programs whatever else is in the sweep, so its
-    numbers do not depend on which process or shard computes it.
+    numbers do not depend on which process or shard computes it. With ``cfg.record_every`` > 0,
+    ``on_curves(table)`` receives each chunk's learning curves (:func:`curve_rows`) before its rows are yielded.
     """
     engine = engine or Engine(cfg, devices)
     if chunks is None:
@@ -343,13 +360,34 @@ def iterate(cfg: ml_collections.ConfigDict, runs: pd.DataFrame, max_batch: int |
         start = resumed.get(chunk)
         done = start.steps_done if start else 0
         progress(len(chunk.rows) * done / cfg.steps)
+        curve = dict(start.curve) if start and start.curve else {} if cfg.record_every else None
         after = _after_segment(runs, chunk, checkpointer, done, cfg.steps,
-                               lambda k, c=len(chunk.rows): progress(c * k / cfg.steps))
-        yield _rows(runs, engine.run_chunk(runs, chunk, start and start.state, done, after, status))
+                               lambda k, c=len(chunk.rows): progress(c * k / cfg.steps), curve)
+        table = engine.run_chunk(runs, chunk, start and start.state, done, after, status, curve)
+        if curve is not None and on_curves is not None:
+            on_curves(curve_rows(runs, chunk, curve))
+        yield _rows(runs, table)
+
+
+CURVE_COLUMNS = ["step", "train_loss", "m", "theta", "q"]
+
+
+def curve_rows(runs: pd.DataFrame, chunk: Chunk, curve: dict) -> pd.DataFrame:
+    """A chunk's learning curves as a tidy table: one row per run and recorded step, the run's KEY_COLUMNS
+    then CURVE_COLUMNS (curves.csv)."""
+    parts = []
+    for step in sorted(curve):
+        part = runs.loc[list(chunk.rows), KEY_COLUMNS].reset_index(drop=True)
+        part["step"] = int(step)
+        for name in CURVE_COLUMNS[1:]:
+            values = np.asarray(curve[step][name])
+            part[name] = np.concatenate([values[i, : len(g)] for i, g in enumerate(chunk.groups)])
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
 
 
 def _after_segment(runs: pd.DataFrame, chunk: Chunk, checkpointer: checkpoint.Checkpointer | None,
-                   steps_done: int, steps: int, progress: Callable[[float], None]) -> Callable:
+                   steps_done: int, steps: int, progress: Callable[[float], None], curve: dict | None = None) -> Callable:
     """The callback after each training segment of a chunk that starts at ``steps_done`` of ``steps``:
     ``progress(steps of the segment)``, a save (when due; none after the last segment, whose results
     follow at once), then the fault hook."""
@@ -363,13 +401,20 @@ def _after_segment(runs: pd.DataFrame, chunk: Chunk, checkpointer: checkpoint.Ch
         progress(done - previous)
         previous = done
         if checkpointer is not None and done < steps:
-            checkpointer.maybe_save(record, state, done)
+            extra = {} if curve is None else {"curve": checkpoint.curve_to_json(curve)}
+            checkpointer.maybe_save(dict(record, **extra), state, done)
         checkpoint.fault("segment", before=checkpointer and checkpointer.wait)
 
     return after
 
 
-def read_results(path: Path) -> pd.DataFrame | None:
+def read_curves(path: Path) -> pd.DataFrame | None:
+    """The learning curves of a workdir (curves.csv and those of other writers beside it), or None."""
+    path = Path(path)
+    return read_results(path / "curves.csv" if path.is_dir() else path, keys=KEY_COLUMNS + ["step"])
+
+
+def read_results(path: Path, keys: list[str] = KEY_COLUMNS) -> pd.DataFrame | None:
     """The finished runs of a workdir, or None if there is none: ``path`` is its results.csv (or the workdir),
     read together with the results files of other processes and shards beside it (``results.*.csv``, see
     ``attnsim.workdir``), each run once. A last line cut short (a kill during a write) is ignored (and
@@ -382,7 +427,7 @@ def read_results(path: Path) -> pd.DataFrame | None:
         return None
     if len(tables) == 1:
         return tables[0]
-    return pd.concat(tables, ignore_index=True).drop_duplicates(KEY_COLUMNS, ignore_index=True)
+    return pd.concat(tables, ignore_index=True).drop_duplicates(keys, ignore_index=True)
 
 
 def _read_one(path: Path) -> pd.DataFrame | None:

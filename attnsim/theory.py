@@ -43,12 +43,8 @@ CHECK_STRIDE-th alpha and bisects where the verdict changes (``_quad_check_branc
 only if both rules have it with theta (or |m|) within CHECK_TOL. ``quad_order="authors"`` solves on the
 authors' 144-node cubature instead (``quad_rule_authors``): it reproduces their published files.
 
-Speed (2-core CPU; compilation ~6 s included; docs/bench_theory.txt): the 46 omega x 100 alpha phase diagram
-of scripts/bench_theory.py (9200 fixed points, the check, alpha_c, alpha_l, spinodals) takes 57 s in two
-processes (``critical_lines(workers=2)``), 80 s in one, 55 s in one without the check. Accuracy of
-K = 10 (docs/theory_convergence.txt): semantic branch within ~1.2e-3 of K = 16 and of quasi-Monte-Carlo;
-positional branch q, V within ~2-3% of quasi-Monte-Carlo (Gauss-Hermite oscillates there: h* jumps between
-basins), train_loss within 2e-4.
+Speed and accuracy are measured by scripts/bench_theory.py and scripts/theory_convergence.py (their outputs:
+docs/bench_theory.txt, docs/theory_convergence.txt; summarised in the README's Theory section).
 
 Everything runs in float64 inside ``with jax.enable_x64(True):``; public functions return numpy /
 pandas float64, so a float32 caller is unaffected.
@@ -939,8 +935,8 @@ def _quad_check_branches(df: pd.DataFrame, A_2x2, K) -> pd.DataFrame:
     CHECK_TOL. The outermost rows where the plain rule has the branch are checked on their own if no
     coarse row is there. Rows between two checked rows inherit their verdict when the two agree; between
     two that disagree the switch is found by bisection, checking single rows (warm from their solution).
-    quad_spread is filled at the checked rows. (Checking every row instead made the phase diagram of
-    scripts/bench_theory.py take 3.5x as long as without the check: 208 s against 59 s on one core.)
+    quad_spread is filled at the checked rows. (Checking every row instead costs several times as much:
+    scripts/bench_theory.py.)
     """
     df = df.copy()
     verdict = {}  # row label -> (passes, spread)

@@ -224,7 +224,7 @@ def evaluate(static: Static, sd: SeedData, hp: HParams, Q) -> dict:
     """The metrics of docs/model.md for a trained Q, with the baseline fitted on the same training samples."""
     d = static.d
     pr = _train_problem(static, sd, hp)
-    train_loss = (data_loss(Q, pr, sd.p, hp.sigma, sd.G_pp) + 0.5 * hp.lam * jnp.sum(Q * Q)) / d
+    train_loss = _train_loss(pr, sd, hp, Q, d)
     B = ridge_baseline(pr, sd.G_pp, hp.lam_lin, static.lin_input)
     lin_train_loss = (jnp.sum(pr.weight * baseline_error(B, pr, sd.G_pp, static.lin_input))
                       + 0.5 * hp.lam_lin * jnp.sum(B * B)) / d
@@ -236,6 +236,17 @@ def evaluate(static: Static, sd: SeedData, hp: HParams, Q) -> dict:
     metrics = {k: jnp.where(diverged, nan, v) for k, v in metrics.items()}
     metrics.update(lin_test_error=lin_test_error, lin_train_loss=lin_train_loss, diverged=diverged)
     return metrics
+
+
+def _train_loss(pr: Problem, sd: SeedData, hp: HParams, Q, d: int) -> jax.Array:
+    """R(Q) / d on the run's training samples."""
+    return (data_loss(Q, pr, sd.p, hp.sigma, sd.G_pp) + 0.5 * hp.lam * jnp.sum(Q * Q)) / d
+
+
+def observe(static: Static, sd: SeedData, hp: HParams, Q) -> dict:
+    """What a learning curve records during training: train_loss, m, theta, q (as in :func:`evaluate`)."""
+    pr = _train_problem(static, sd, hp)
+    return dict(train_loss=_train_loss(pr, sd, hp, Q, static.d), **overlaps(Q, sd.Q_star, sd.p, hp.sigma))
 
 
 def make_run(static: Static, steps: int):

@@ -9,7 +9,8 @@ systems give no such guarantee):
 | process i > 0 of a launch | ``results.process{i}.csv`` | ``checkpoints.process{i}/`` |
 | shard I of N (``--shard I/N``) | ``results.shard{I}-of-{N}.csv`` | ``checkpoints.shard{I}-of-{N}/`` |
 
-``sweep.read_results`` reads the union. When a sweep of one process or one launch is complete, its lead
+Learning curves (``config.record_every``) go to ``curves.csv`` and ``curves.{tag}.csv`` like the results.
+``sweep.read_results`` and ``sweep.read_curves`` read the union. When a sweep of one process or one launch is complete, its lead
 merges every results file into ``results.csv`` and removes the checkpoints (:func:`merge`); shards, which
 never know that the others are done, leave their files (``attnsim report`` reads the union).
 
@@ -33,6 +34,7 @@ from attnsim.config import ConfigError
 
 CONFIG = "config.json"
 RESULTS = "results.csv"
+CURVES = "curves.csv"
 CHECKPOINTS = "checkpoints"
 PROCESSES = ".processes"  # heartbeat files of a multi-process launch (attnsim.cluster)
 
@@ -83,6 +85,11 @@ class Writer:
         return self.workdir / (RESULTS if self.lead else f"results.{self.tag}.csv")
 
     @property
+    def curves(self) -> Path:
+        """Its learning curves (config.record_every): curves.csv or curves.TAG.csv, like results."""
+        return self.workdir / (CURVES if self.lead else f"curves.{self.tag}.csv")
+
+    @property
     def checkpoints(self) -> Path:
         return self.workdir / (CHECKPOINTS if self.lead else f"{CHECKPOINTS}.{self.tag}")
 
@@ -99,8 +106,9 @@ def checkpoint_folders(workdir: Path) -> list[Path]:
     return [f for f in folders if f.is_dir()]
 
 
-def _results_files(workdir: Path) -> list[Path]:
-    return [f for f in [workdir / RESULTS, *sorted(workdir.glob("results.*.csv"))] if f.is_file()]
+def _results_files(workdir: Path, name: str = RESULTS) -> list[Path]:
+    stem = Path(name).stem
+    return [f for f in [workdir / name, *sorted(workdir.glob(f"{stem}.*.csv"))] if f.is_file()]
 
 
 def _has_work(workdir: Path) -> bool:
@@ -141,7 +149,7 @@ def check(workdir: Path, cfg, shard: Shard | None) -> None:
 
 def clear(workdir: Path) -> None:
     """--overwrite: remove every results file, checkpoint folder and heartbeat."""
-    for f in _results_files(workdir):
+    for f in _results_files(workdir) + _results_files(workdir, CURVES):
         f.unlink()
     for d in workdir.glob(f"{CHECKPOINTS}*"):
         shutil.rmtree(d, ignore_errors=True)
@@ -169,14 +177,15 @@ def record(workdir: Path, cfg, shard: Shard | None) -> None:
 def merge(workdir: Path) -> None:
     """Merge every results file into results.csv (atomically), then remove the others and every checkpoint
     folder of the lead and of the processes. Only for a lead whose launch is complete."""
-    results = sweep.read_results(workdir / RESULTS)
-    parts = [f for f in _results_files(workdir) if f.name != RESULTS and not f.name.startswith("results.shard")]
-    if parts and results is not None:
-        tmp = workdir / (RESULTS + ".tmp")
-        tmp.write_text(results.to_csv(index=False))
-        tmp.replace(workdir / RESULTS)
-        for f in parts:
-            f.unlink()
+    for name, read in ((RESULTS, sweep.read_results), (CURVES, sweep.read_curves)):
+        table = read(workdir / name)
+        parts = [f for f in _results_files(workdir, name) if f.name != name and ".shard" not in f.name]
+        if parts and table is not None:
+            tmp = workdir / (name + ".tmp")
+            tmp.write_text(table.to_csv(index=False))
+            tmp.replace(workdir / name)
+            for f in parts:
+                f.unlink()
     for folder in checkpoint_folders(workdir):
         shutil.rmtree(folder, ignore_errors=True)
     shutil.rmtree(workdir / PROCESSES, ignore_errors=True)

@@ -139,3 +139,17 @@ def test_all_runs_diverged_run_warns_and_report_exits_2(tmp_path, capsys):
 def test_version():
     out = subprocess.run([sys.executable, "-m", "attnsim.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip().startswith("attnsim 0.")
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+    workdir = tmp_path / "dry"
+    assert cli.main(["run", "--config", DEMO, "--workdir", str(workdir), *TINY, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "8 runs, 0 done, 8 to do in 2 chunks" in out and "2 compiled shapes" in out and "estimated time" in out
+    assert not workdir.exists()
+    assert cli.main(["run", "--config", DEMO, "--workdir", str(workdir), *TINY, "--config.seeds=1"]) == 0
+    capsys.readouterr()
+    before = sorted((p, p.stat().st_mtime_ns) for p in workdir.rglob("*"))
+    assert cli.main(["run", "--config", DEMO, "--workdir", str(workdir), *TINY, "--dry-run"]) == 0
+    assert "8 runs, 4 done, 4 to do" in capsys.readouterr().out
+    assert sorted((p, p.stat().st_mtime_ns) for p in workdir.rglob("*")) == before

@@ -2,7 +2,6 @@
 by overrides) through `attnsim run` + `attnsim report`, the report writes every file it promises, and its
 tables equal the results they summarise."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -99,12 +98,11 @@ def test_reduced_config_runs_and_reports(tmp_path, name):
 
 
 def test_scaling_d_runs_every_d_and_reports_scaling(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("scaling_d", ROOT / "configs" / "scaling_d.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     workdir = tmp_path / "scaling"
     overrides = [t for t in TINY if not t.startswith(("--config.d=", "--config.alphas="))]
-    assert module.main([str(workdir), "small", "--ds=12,20", *overrides]) == 0
+    assert cli.main(["run", "--config", str(ROOT / "configs" / "scaling_d.py") + ":small", "--workdir", str(workdir),
+                     "--config.ds=(12,20)", *overrides]) == 0
+    assert cli.main(["report", "--workdir", str(workdir)]) == 0
     results, _ = report.read_workdir(workdir)
     assert sorted(results.d.unique()) == [12, 20] and (workdir / "d12" / "results.csv").exists()
     _files_exist(workdir, FIGURES + ("scaling",))

@@ -27,6 +27,19 @@ def run(cfg, workdir=None):
     return runner.run(cfg, workdir)
 
 
+def _deterministic_gpu_reductions() -> None:
+    """Ask XLA's GPU backend for deterministic reductions (``--xla_gpu_deterministic_ops``), so that a
+    resumed chunk ends with the same bits as an uninterrupted one there too (atomics otherwise add in any
+    order). Other backends ignore the flag. Skipped when XLA_FLAGS already sets it, or with
+    ATTNSIM_KEEP_XLA_FLAGS=1."""
+    import os
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_gpu_deterministic_ops" in flags or os.environ.get("ATTNSIM_KEEP_XLA_FLAGS"):
+        return
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
+
+
 def _tune_xla_cpu() -> None:
     """Keep XLA's CPU backend from handing the step's small reductions and dots to YNNPACK fusions: with
     jaxlib 0.10 their call overhead made training steps several times slower (scripts/bench_sweep.py; the
@@ -48,3 +61,4 @@ def _tune_xla_cpu() -> None:
 
 
 _tune_xla_cpu()
+_deterministic_gpu_reductions()

@@ -102,13 +102,9 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path | None = None, *, ov
     grid = sweep.expand_grid(cfg)
     grid = shard.select(grid) if shard else grid
     done = sweep.read_results(path / workdir_lib.RESULTS)
+    if done is None:  # a process of a launch whose lead has not written its rows yet
+        return pd.DataFrame(columns=sweep.RUN_COLUMNS + sweep.METRIC_COLUMNS)
     return grid[sweep.KEY_COLUMNS].merge(done, on=sweep.KEY_COLUMNS, how="inner")[done.columns]
-
-
-# Rough cost of one training step per sample, token and dimension, and of compiling one chunk shape, for the
-# dry run's estimate (scripts/bench_sweep.py on a 2-core CPU; the GPU figure is an estimate, docs/README.md).
-SECONDS_PER_SAMPLE_DIM_STEP = {"cpu": 2e-10, "gpu": 5e-12, "tpu": 5e-12}
-COMPILE_SECONDS_PER_SHAPE = {"cpu": 4.0, "gpu": 10.0, "tpu": 10.0}
 
 
 def describe(cfg: ml_collections.ConfigDict, workdir: str | Path | None = None, shard: Shard | None = None) -> str:
@@ -128,12 +124,13 @@ def describe(cfg: ml_collections.ConfigDict, workdir: str | Path | None = None, 
         folder = Path(workdir) / sub if workdir is not None else None
         done = sweep.read_results(folder / workdir_lib.RESULTS) if folder is not None and folder.is_dir() else None
         todo = sweep.missing_runs(mine, done)
-        chunks = sweep.plan_chunks(todo, max_batch) if len(todo) else []
+        max_seeds = sweep.default_max_seeds(one, max_batch, jax.local_device_count())
+        chunks = sweep.plan_chunks(todo, max_batch, sweep.sample_levels(grid, one), max_seeds) if len(todo) else []
         engine = sweep.Engine(one)
         shapes = sorted({(c.n_max, engine.padded_shape(c)) for c in chunks})
         sample_steps = sum(c.n_max * int(np.prod(engine.padded_shape(c))) for c in chunks) * one.steps
-        seconds = (sample_steps * one.L * one.d * SECONDS_PER_SAMPLE_DIM_STEP.get(backend, 2e-10)
-                   + len(shapes) * COMPILE_SECONDS_PER_SHAPE.get(backend, 4.0))
+        seconds = (sample_steps * one.L * one.d * sweep.STEP_SECONDS_PER_SAMPLE_DIM.get(backend, 2e-10)
+                   + len(shapes) * sweep.COMPILE_SECONDS_PER_SHAPE.get(backend, 4.0))
         total += seconds
         where = f"{sub}: d = {one.d}: " if sub else ""
         part = f" (shard {shard.index}/{shard.count}: {len(mine)})" if shard else ""
@@ -173,7 +170,9 @@ class _Sweep:
         todo = sweep.missing_runs(mine, sweep.read_results(self.path / workdir_lib.RESULTS))
         folders = [self.writer.checkpoints] if self.shard else workdir_lib.checkpoint_folders(self.path)
         resumable = checkpoint.find(folders, todo, sweep.KEY_COLUMNS, self.fingerprint) if len(todo) else []
-        chunks = sweep.plan(todo, self.max_batch, resumable) if len(todo) else []
+        levels = sweep.sample_levels(grid, self.cfg)  # from the whole grid: the same plan as runs finish
+        max_seeds = sweep.default_max_seeds(self.cfg, self.max_batch, jax.local_device_count())
+        chunks = sweep.plan(todo, self.max_batch, resumable, levels, max_seeds) if len(todo) else []
         if self.rendezvous:  # every process has read the workdir: from here on they may write
             self.rendezvous.close()
         what = f"shard {self.shard.index}/{self.shard.count} ({len(mine)} of {len(grid)} runs)" if self.shard else \
@@ -206,6 +205,9 @@ class _Sweep:
 
     def _train(self, todo: pd.DataFrame, chunks: list, resumable: dict) -> None:
         """Train this process's ``chunks`` of ``todo``, appending their rows to its results file."""
+        if not chunks:
+            print(f"attnsim: process {self.launch.index}: no chunk of this plan is mine", file=sys.stderr)
+            return
         from tqdm import tqdm
 
         from attnsim import sweep

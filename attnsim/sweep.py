@@ -4,10 +4,10 @@ A run is one (omega, sigma, lam, alpha, seed, init). Runs of one seed share thei
 data (``attnsim.data``), so the pieces of a run (``training.make_seed_data``, ``init_state``,
 ``train_steps``, ``evaluate``) are vmapped over a group of runs of one seed with the seed data unbatched:
 the data is drawn once and every step is a matrix-matrix product over the group. A chunk vmaps that
-again over the groups of several seeds (see Engine). Runs with different n
-share a group by padding to its largest n (masked out of the loss); groups are cut so that no run's n
-is below ``MIN_FILL`` of the group's largest, which bounds the padded work. The run axis is sharded
-over the local devices.
+again over the groups of several seeds (see Engine). Runs with different n share a group by padding to
+a common n_max (masked out of the loss): a canonical value (``ladder``), merged with the next larger one
+where the padded training costs less than compiling another shape (``sample_levels``), so that a sweep
+compiles few programs. The run axis is sharded over the local devices.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import dataclasses
 import functools
 import io
 import itertools
+import math
 import os
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pandas as pd
@@ -29,8 +29,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from attnsim import config as config_lib
 from attnsim import checkpoint, data, training
-
-MIN_FILL = 0.75  # a run in a chunk uses at least this fraction of the chunk's padded samples
 
 RUN_COLUMNS = ["omega", "sigma", "lam", "alpha", "n", "d", "L", "r", "seed", "init", "optimizer", "steps"]
 METRIC_COLUMNS = ["train_loss", "test_error", "m", "theta", "q", "lin_test_error", "lin_train_loss", "diverged"]
@@ -65,25 +63,69 @@ class Chunk:
         return tuple(i for g in self.groups for i in g)
 
 
-def plan_chunks(runs: pd.DataFrame, max_batch: int) -> list[Chunk]:
-    """Cut each seed's runs, largest n first, into groups of at most ``max_batch`` runs whose n are all
-    >= MIN_FILL * the group's largest n; then pack groups of different seeds with the same shape (n_max,
-    size) into one chunk of at most ``max_batch`` runs (a vmap over seeds around the vmap over runs)."""
+# The cost model behind the chunk plan (and `attnsim run --dry-run`): seconds of one training step per sample,
+# token and dimension, and of compiling the programs of one chunk shape. From scripts/bench_sweep.py on a
+# 2-core CPU; the accelerator figures are estimates (docs/README.md).
+STEP_SECONDS_PER_SAMPLE_DIM = {"cpu": 2e-10, "gpu": 5e-12, "tpu": 5e-12}
+COMPILE_SECONDS_PER_SHAPE = {"cpu": 4.0, "gpu": 10.0, "tpu": 10.0}
+
+
+def ladder(n: int) -> int:
+    """The canonical sample count a run of n samples is padded to: n itself up to 16, then the next of
+    eight geometric steps per octave (from 512 on rounded up to a multiple of 8): at most ~12% padding.
+    Shapes then repeat across sweeps and configs, so the persistent compilation cache serves them."""
+    if n <= 16:
+        return int(n)
+    v = math.ceil(2 ** (math.ceil(8 * math.log2(n) - 1e-9) / 8) - 1e-9)
+    return int(8 * math.ceil(v / 8) if v >= 512 else v)
+
+
+def sample_levels(grid: pd.DataFrame, cfg: ml_collections.ConfigDict, backend: str | None = None,
+                  compile_seconds: float | None = None, step_seconds: float | None = None) -> dict[int, int]:
+    """{n: the n_max its runs are padded to}: each n's ladder value, and then, from the largest down, a
+    ladder value merged into the next larger level when training its runs padded up to that level costs
+    less than compiling a shape of its own (``compile_seconds``), at ``step_seconds`` per padded sample,
+    token, dimension and step (defaults: the backend's in COMPILE_SECONDS_PER_SHAPE,
+    STEP_SECONDS_PER_SAMPLE_DIM). So an exploratory sweep (small d, few steps) is padded into a few shapes
+    and a long one at large d keeps every n tight. ``grid``: the config's whole grid (sweep.expand_grid),
+    so that the levels, and with them the chunks, do not change as runs finish."""
+    backend = backend or jax.default_backend()
+    compile_seconds = COMPILE_SECONDS_PER_SHAPE.get(backend, 4.0) if compile_seconds is None else compile_seconds
+    step_seconds = STEP_SECONDS_PER_SAMPLE_DIM.get(backend, 2e-10) if step_seconds is None else step_seconds
+    per_sample = step_seconds * cfg.steps * cfg.L * cfg.d
+    counts = grid.n.map(ladder).value_counts().sort_index(ascending=False)
+    level, top = {}, None
+    for value, count in counts.items():
+        if top is None or (top - value) * count * per_sample >= compile_seconds:
+            top = value
+        level[int(value)] = int(top)
+    return {int(n): level[ladder(int(n))] for n in grid.n.unique()}
+
+
+def plan_chunks(runs: pd.DataFrame, max_batch: int, levels: dict[int, int] | None = None,
+                max_seeds: int | None = None) -> list[Chunk]:
+    """Cut each seed's runs, by level (``levels``: n -> n_max, see :func:`sample_levels`; default: each n's
+    :func:`ladder` value) and largest n first, into groups of at most ``max_batch`` runs of one level; then
+    pack groups of different seeds with the same shape (n_max, size) into one chunk of at most ``max_batch``
+    runs and ``max_seeds`` seeds (a vmap over seeds around the vmap over runs). Groups are cut from the
+    front, so the plan of the
+    runs left after some chunks finished is the rest of the plan (what makes a resumed sweep bit-identical:
+    a run's bits depend on its chunk's composition)."""
+    level = (lambda n: levels[int(n)]) if levels is not None else ladder
     groups = []  # (seed, n_max, rows)
     for seed, group in runs.groupby("seed", sort=True):
-        order = group.sort_values(["n", "init"], ascending=[False, True], kind="stable").index.tolist()
-        while order:
-            n_top = int(runs.at[order[0], "n"])
-            take = [i for i in order if runs.at[i, "n"] >= MIN_FILL * n_top][:max_batch]
-            groups.append((int(seed), n_top, tuple(take)))
-            taken = set(take)
-            order = [i for i in order if i not in taken]
+        group = group.assign(_level=group.n.map(level))
+        order = group.sort_values(["_level", "n", "init"], ascending=[False, False, True], kind="stable")
+        for n_max, same in order.groupby("_level", sort=False):
+            rows = same.index.tolist()
+            for k in range(0, len(rows), max_batch):
+                groups.append((int(seed), int(n_max), tuple(rows[k:k + max_batch])))
     by_shape: dict[tuple[int, int], list] = {}
     for g in groups:
         by_shape.setdefault((g[1], len(g[2])), []).append(g)
     chunks = []
     for (n_max, size), same in by_shape.items():
-        per = max(1, max_batch // size)
+        per = max(1, min(max_batch // size, max_seeds or max_batch))
         for k in range(0, len(same), per):
             part = same[k:k + per]
             chunks.append(Chunk(seeds=tuple(g[0] for g in part), n_max=n_max, groups=tuple(g[2] for g in part)))
@@ -99,14 +141,33 @@ def padding_waste(runs: pd.DataFrame, chunks: list[Chunk], devices: int = 1) -> 
     return 1.0 - useful / done
 
 
-def chunk_bytes(cfg: ml_collections.ConfigDict, n_max: int, runs: int) -> int:
-    """Estimated peak memory of a chunk: the seed's shared samples (training set, one test chunk, their
-    random bits) plus, per run, the step's N x L x (L, r) intermediates, the run's Grams and teacher mixing,
-    and Q with its optimizer state."""
-    L, d, r = cfg.L, cfg.d, cfg.r
-    shared = 4 * (2 * n_max * L * d + 3 * min(cfg.test_chunk, cfg.n_test) * L * d + 4 * n_max * L * (L + cfg.r_t))
-    per_run = 4 * (n_max * L * (12 * max(L, r) + 3 * L) + 6 * d * r)
-    return shared + runs * per_run
+def _program_bytes(cfg: ml_collections.ConfigDict, n_max: int) -> list[tuple[int, int]]:
+    """(bytes per seed, bytes per run) of a chunk's three programs. setup draws the training set (~7 copies
+    of n_max x L x d float32 with the random bits and the Grams); training reads the set and holds the step's
+    N x L x (L, r) intermediates per run; evaluation holds the set and ~6 copies of one test chunk. Every
+    program holds each run's Q and optimizer state. (Calibrated against XLA's buffer assignment of the
+    compiled programs, ``memory_analysis``: tests/test_memory.py.)"""
+    train_set = 4 * n_max * cfg.L * cfg.d
+    test_chunk = 4 * min(cfg.test_chunk, cfg.n_test) * cfg.L * cfg.d
+    state = 4 * 6 * cfg.d * cfg.r
+    step = 4 * n_max * cfg.L * (12 * max(cfg.L, cfg.r) + 3 * cfg.L)
+    return [(7 * train_set, state), (train_set, state + step), (train_set + 6 * test_chunk, state)]
+
+
+def seed_bytes(cfg: ml_collections.ConfigDict, n_max: int) -> int:
+    """The most memory one seed's data takes in any of a chunk's programs."""
+    return max(s for s, _ in _program_bytes(cfg, n_max))
+
+
+def run_bytes(cfg: ml_collections.ConfigDict, n_max: int) -> int:
+    """The most memory one run takes in any of a chunk's programs."""
+    return max(r for _, r in _program_bytes(cfg, n_max))
+
+
+def chunk_bytes(cfg: ml_collections.ConfigDict, n_max: int, runs: int, seeds: int = 1) -> int:
+    """Estimated peak memory of a chunk of ``runs`` runs (in all) of ``seeds`` seeds, padded to n_max samples,
+    on one device: the largest of its programs'."""
+    return max(seeds * s + runs * r for s, r in _program_bytes(cfg, n_max))
 
 
 def default_memory_budget() -> int:
@@ -139,21 +200,30 @@ def default_max_batch(cfg: ml_collections.ConfigDict, devices: int = 1) -> int:
             f"budget of {budget / 2**30:.2f} GiB; raise config.memory_budget (GiB) or lower d / alphas / test_chunk")
     if cfg.max_batch:
         return cfg.max_batch
-    fit = devices * (budget // one)  # as if every run brought its own seed's data (chunks mix seeds)
+    fit = devices * ((budget - seed_bytes(cfg, n_max)) // run_bytes(cfg, n_max))  # runs of one seed
     cap = CPU_MAX_BATCH if jax.default_backend() == "cpu" else ACCEL_MAX_BATCH
     return int(max(1, min(cap * devices, fit)))
 
 
+def default_max_seeds(cfg: ml_collections.ConfigDict, max_batch: int, devices: int = 1) -> int:
+    """Seeds a chunk of at most ``max_batch`` runs may mix: each brings its own data (seed_bytes, on every
+    device), so as many as fit the memory budget beside the runs."""
+    budget = int(cfg.memory_budget * 2**30) if cfg.memory_budget else default_memory_budget()
+    n_max = ladder(max(int(round(a * cfg.d)) for a in cfg.alphas))
+    left = budget - -(-max_batch // devices) * run_bytes(cfg, n_max)
+    return int(max(1, min(max_batch, left // seed_bytes(cfg, n_max))))
+
+
 def _hparams(cfg, runs: pd.DataFrame, rows) -> training.HParams:
+    """The runs' hyper-parameters as numpy arrays (built on the host: no device program per chunk)."""
     sub = runs.loc[list(rows)]
     count = len(sub)
-    full = lambda v: jnp.full((count,), v, jnp.float32)
+    full = lambda v: np.full((count,), v, np.float32)  # noqa: E731
     return training.HParams(
-        omega=jnp.asarray(sub.omega.to_numpy(), jnp.float32), sigma=jnp.asarray(sub.sigma.to_numpy(), jnp.float32),
-        lam=jnp.asarray(sub.lam.to_numpy(), jnp.float32), lam_lin=full(cfg.lam_lin), lr=full(cfg.lr),
-        n=jnp.asarray(sub.n.to_numpy(), jnp.int32),
-        init=jnp.asarray([training.INIT_IDS[i] for i in sub.init], jnp.int32),
-        A=jnp.broadcast_to(jnp.asarray(config_lib.teacher_A(cfg), jnp.float32), (count, cfg.L, cfg.L)),
+        omega=sub.omega.to_numpy(np.float32), sigma=sub.sigma.to_numpy(np.float32),
+        lam=sub.lam.to_numpy(np.float32), lam_lin=full(cfg.lam_lin), lr=full(cfg.lr),
+        n=sub.n.to_numpy(np.int32), init=np.asarray([training.INIT_IDS[i] for i in sub.init], np.int32),
+        A=np.broadcast_to(np.asarray(config_lib.teacher_A(cfg), np.float32), (count, cfg.L, cfg.L)).copy(),
     )
 
 
@@ -165,14 +235,14 @@ def padded_count(count: int, devices: int) -> int:
 
 
 def _pad(tree, shape: tuple[int, ...]):
-    """Pad the leading axes of every leaf to ``shape`` by repeating index 0 along each (copies are
-    discarded): a seed axis and a run axis for a chunk's parameters and states."""
+    """Pad the leading axes of every leaf (host arrays) to ``shape`` by repeating index 0 along each (copies
+    are discarded): a seed axis and a run axis for a chunk's parameters and states. numpy, on the host."""
     def pad(a):
-        a = jnp.asarray(a)
+        a = np.asarray(a)
         for axis, size in enumerate(shape):
             extra = size - a.shape[axis]
             if extra:
-                a = jnp.concatenate([a, jnp.repeat(jax.lax.slice_in_dim(a, 0, 1, axis=axis), extra, axis=axis)], axis)
+                a = np.concatenate([a, np.repeat(np.take(a, [0], axis=axis), extra, axis=axis)], axis)
         return a
 
     return jax.tree.map(pad, tree)
@@ -208,9 +278,18 @@ class Engine:
         """The structure of a chunk's TrainState padded to ``shape``, as zero host arrays."""
         one = _hparams(self.cfg, pd.DataFrame({c: [v] for c, v in _TEMPLATE_RUN.items()}), [0])
         hp = _pad(jax.tree.map(lambda a: a[None], one), shape)  # (seeds, runs, ...)
-        keys = jnp.stack([data.seed_key(0, 0)] * shape[0])
-        abstract = jax.eval_shape(_setup(self.static(n_max)), keys, hp)[1]  # unsharded: any shape restores
+        seeds = np.zeros(shape[0], np.int32)
+        abstract = jax.eval_shape(_setup(self.static(n_max)), np.int32(0), seeds, hp)[1]  # unsharded: any shape restores
         return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract)
+
+    def inputs(self, runs: pd.DataFrame, chunk: Chunk):
+        """The arguments of a chunk's ``setup`` program: (base seed, seed indices (seeds,), HParams (seeds,
+        runs, ...)), host arrays padded to ``padded_shape`` (built in numpy and transferred with the call,
+        so a chunk runs no device program of its own besides the engine's)."""
+        shape = self.padded_shape(chunk)
+        hp = jax.tree.map(lambda *a: np.stack(a), *[_hparams(self.cfg, runs, g) for g in chunk.groups])
+        seeds = np.asarray(chunk.seeds, np.int32)
+        return np.int32(self.cfg.seed), _pad(seeds, shape[:1]), _pad(hp, shape)
 
     def is_compiled(self, chunk: Chunk) -> bool:
         """Whether this engine has already run a chunk of the same padded shape (its programs are compiled)."""
@@ -234,11 +313,10 @@ class Engine:
         shape = self.padded_shape(chunk)
         fresh = not self.is_compiled(chunk)
         status("compiling" if fresh else "training")
-        hp = jax.tree.map(lambda *a: jnp.stack(a), *[_hparams(self.cfg, runs, g) for g in chunk.groups])
-        hp = _pad(hp, shape)
-        keys = _pad(jnp.stack([data.seed_key(self.cfg.seed, s) for s in chunk.seeds]), shape[:1])
+        base, seeds, hp = self.inputs(runs, chunk)
         prog = self.programs(chunk.n_max)
-        sd, state = prog.setup(keys, hp)
+        hp = jax.device_put(hp, prog.runs)  # once per chunk
+        sd, state = prog.setup(base, seeds, hp)
         if resume_state is not None:
             state = jax.device_put(_pad(resume_state, shape), prog.runs)
         done, every = steps_done, self.cfg.record_every if curve is not None else 0
@@ -267,12 +345,13 @@ class Engine:
 
 
 def _setup(st: training.Static) -> Callable:
-    """``setup(keys (seeds,), hp (seeds, runs)) -> (SeedData per seed, TrainState per run)``."""
+    """``setup(base seed, seed indices (seeds,), hp (seeds, runs)) -> (SeedData per seed, TrainState per
+    run)``: the seeds' keys (data.seed_key) are derived inside the program."""
     seed_data = jax.vmap(training.make_seed_data(st))
     init = jax.vmap(jax.vmap(functools.partial(training.init_state, st), in_axes=(None, 0)))
 
-    def setup(keys, hp):
-        sd = seed_data(keys)
+    def setup(base, seeds, hp):
+        sd = seed_data(jax.vmap(lambda s: data.seed_key(base, s))(seeds))
         return sd, init(sd, hp)
 
     return setup
@@ -286,6 +365,19 @@ class _Programs(NamedTuple):
     runs: NamedSharding  # of everything with a run axis: (seeds, runs, ...)
 
 
+def full_precision(f: Callable) -> Callable:
+    """``f`` traced under ``jax.default_matmul_precision("highest")``: its float32 products are computed in
+    full float32 on every backend. (JAX's default lets GPUs use TF32 and TPUs bfloat16 passes; the branches'
+    losses differ by ~1e-5 near alpha_c, so the empirical global minimum would be decided by rounding.)"""
+
+    @functools.wraps(f)
+    def wrapped(*args, **kwargs):
+        with jax.default_matmul_precision("highest"):
+            return f(*args, **kwargs)
+
+    return wrapped
+
+
 @functools.lru_cache(maxsize=32)
 def _compile(st: training.Static, devices: tuple) -> _Programs:
     """Engine's programs, jitted over a mesh of ``devices`` with the run axis sharded; cached, so that
@@ -297,10 +389,11 @@ def _compile(st: training.Static, devices: tuple) -> _Programs:
     finish = per_run(lambda sd, hp, state: training.evaluate(st, sd, hp, state.Q))
     observe = per_run(lambda sd, hp, state: training.observe(st, sd, hp, state.Q))
     one, runs = NamedSharding(mesh, P()), NamedSharding(mesh, P(None, "runs"))
-    return _Programs(setup=jax.jit(_setup(st), in_shardings=(one, runs), out_shardings=(one, runs)),
-                     train=jax.jit(train, in_shardings=(one, runs, runs, one), out_shardings=runs),
-                     observe=jax.jit(observe, in_shardings=(one, runs, runs), out_shardings=runs),
-                     finish=jax.jit(finish, in_shardings=(one, runs, runs), out_shardings=runs),
+    jit = lambda f, **kw: jax.jit(full_precision(f), **kw)  # noqa: E731
+    return _Programs(setup=jit(_setup(st), in_shardings=(one, one, runs), out_shardings=(one, runs)),
+                     train=jit(train, in_shardings=(one, runs, runs, one), out_shardings=runs),
+                     observe=jit(observe, in_shardings=(one, runs, runs), out_shardings=runs),
+                     finish=jit(finish, in_shardings=(one, runs, runs), out_shardings=runs),
                      runs=runs)
 
 
@@ -322,11 +415,13 @@ def resumed_chunk(saved: checkpoint.Saved) -> Chunk:
     return Chunk(saved.seeds, saved.n_max, saved.groups)
 
 
-def plan(runs: pd.DataFrame, max_batch: int, resumable: list[checkpoint.Saved] = ()) -> list[Chunk]:
-    """The chunks of ``runs`` in order: the chunks of the checkpoints that can be resumed, then the rest."""
+def plan(runs: pd.DataFrame, max_batch: int, resumable: list[checkpoint.Saved] = (),
+         levels: dict[int, int] | None = None, max_seeds: int | None = None) -> list[Chunk]:
+    """The chunks of ``runs`` in order: the chunks of the checkpoints that can be resumed, then the rest
+    (:func:`plan_chunks` with ``levels`` and ``max_seeds``)."""
     first = [resumed_chunk(s) for s in resumable]
     taken = [i for c in first for i in c.rows]
-    return first + plan_chunks(runs.drop(taken), max_batch)
+    return first + plan_chunks(runs.drop(taken), max_batch, levels, max_seeds)
 
 
 def _record(runs: pd.DataFrame, chunk: Chunk) -> dict:
@@ -353,7 +448,9 @@ def iterate(cfg: ml_collections.ConfigDict, runs: pd.DataFrame, max_batch: int |
     """
     engine = engine or Engine(cfg, devices)
     if chunks is None:
-        chunks = plan(runs, max_batch or default_max_batch(cfg, len(engine.devices)))
+        max_batch = max_batch or default_max_batch(cfg, len(engine.devices))
+        chunks = plan(runs, max_batch, levels=sample_levels(runs, cfg),
+                      max_seeds=default_max_seeds(cfg, max_batch, len(engine.devices)))
     progress = progress or (lambda k: None)
     resumed = resumed or {}
     for chunk in chunks:

@@ -255,9 +255,10 @@ def make_run(static: Static, steps: int):
     seed_data = make_seed_data(static)
 
     def run(seed_key, hp: HParams):
-        sd = seed_data(seed_key)
-        state = train_steps(static, sd, hp, init_state(static, sd, hp), steps)
-        return state.Q, evaluate(static, sd, hp, state.Q)
+        with jax.default_matmul_precision("highest"):  # full float32 products on GPU/TPU too (sweep.full_precision)
+            sd = seed_data(seed_key)
+            state = train_steps(static, sd, hp, init_state(static, sd, hp), steps)
+            return state.Q, evaluate(static, sd, hp, state.Q)
 
     return run
 

@@ -42,12 +42,15 @@ def _timed(fn, *args) -> float:
     return best
 
 
+STREAM_BYTES = 1e11  # what the longer of the two timed step counts streams (--stream-gb)
+
+
 def engine_step_cost(d: int, n: int, batch: int, own_data: bool = False) -> float:
     """Seconds per run per step of the engine on a chunk of ``batch`` runs of one seed (different omegas),
     or with ``own_data`` of ``batch`` seeds (one run each, each reading its own training inputs): the
     difference between two step counts, the larger one chosen so that the extra steps stream ~100 GB of
     training inputs (enough to drown dispatch and set-up noise)."""
-    steps = (50, 50 + max(200, int(1e11 / (batch * n * 2 * d * 4 * 2))))
+    steps = (50, 50 + max(200, int(STREAM_BYTES / (batch * n * 2 * d * 4 * 2))))
     times = []
     for s in steps:
         cfg = config_lib.default_config()
@@ -119,7 +122,14 @@ def main() -> None:
     ap.add_argument("--skip-whole-run", action="store_true")
     ap.add_argument("--own-data", type=int, nargs="*", default=[],
                     help="(e): chunks of this many seeds at d = 1000, each run reading its own training inputs")
+    ap.add_argument("--roofline", type=int, nargs="*", default=[],
+                    help="(f): chunks of this many runs of one seed at d = 1000: the chunk's step against the bytes "
+                    "it must read (the seed's training inputs, twice) and the measured read bandwidth")
+    ap.add_argument("--stream-gb", type=float, default=100.0,
+                    help="training inputs the longer timed step count streams (less: faster, noisier)")
     args = ap.parse_args()
+    global STREAM_BYTES
+    STREAM_BYTES = args.stream_gb * 1e9
     print(f"backend: {jax.default_backend()}, {jax.device_count()} device(s): {jax.devices()[0].device_kind}")
 
     print("\n(a, b) per-run cost per step [microseconds], one seed, n = 2d; batch 1 = a loop of single runs")
@@ -152,6 +162,11 @@ def main() -> None:
         print(f"(e) {R} runs with their own data, d = {d}: {t * 1e6:.1f} us per run per step -> "
               f"{step_bytes / t / 1e9:.1f} GB/s of training inputs = {step_bytes / t / bw:.0%} of the "
               "measured read")
+    for R in args.roofline:
+        t = engine_step_cost(d, n, R) * R  # one step of the whole chunk
+        print(f"(f) a chunk of {R} runs of one seed, d = {d}: {t * 1e3:.3f} ms per step for {step_bytes / 1e6:.0f} MB "
+              f"of training inputs -> {step_bytes / t / 1e9:.1f} GB/s = {step_bytes / t / bw:.0%} of the measured read",
+              flush=True)
     if not args.skip_whole_run:
         print(f"whole run d = 1000, alpha = 2 (5000 GD steps, 10000 test samples, baseline): {whole_run_seconds():.1f} s")
 

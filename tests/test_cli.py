@@ -145,7 +145,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     workdir = tmp_path / "dry"
     assert cli.main(["run", "--config", DEMO, "--workdir", str(workdir), *TINY, "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "8 runs, 0 done, 8 to do in 2 chunks" in out and "2 compiled shapes" in out and "estimated time" in out
+    assert "8 runs, 0 done, 8 to do in 1 chunks" in out and "1 compiled shapes" in out and "estimated time" in out
     assert not workdir.exists()
     assert cli.main(["run", "--config", DEMO, "--workdir", str(workdir), *TINY, "--config.seeds=1"]) == 0
     capsys.readouterr()

@@ -24,16 +24,35 @@ def test_grid_has_one_row_per_run():
 
 
 def test_chunks_cover_runs_once_and_bound_padding():
-    runs = sweep.expand_grid(_cfg(alphas=tuple(np.linspace(0.1, 2.0, 20))))
-    chunks = sweep.plan_chunks(runs, max_batch=7)
+    runs = sweep.expand_grid(_cfg(alphas=tuple(np.linspace(0.1, 2.0, 20)), d=400))
+    chunks = sweep.plan_chunks(runs, max_batch=7)  # every n at its ladder value
     rows = [i for c in chunks for i in c.rows]
     assert sorted(rows) == list(runs.index)
     for c in chunks:
         assert len(c.rows) <= 7 and len({len(g) for g in c.groups}) == 1
         for seed, g in zip(c.seeds, c.groups):
             assert {runs.at[i, "seed"] for i in g} == {seed}
-        assert all(c.n_max >= runs.at[i, "n"] >= sweep.MIN_FILL * c.n_max for i in c.rows)
-    assert sweep.padding_waste(runs, chunks) <= 0.25
+        assert all(c.n_max >= runs.at[i, "n"] >= c.n_max / 1.12 for i in c.rows)
+
+
+def test_ladder_is_canonical_and_tight():
+    values = [sweep.ladder(n) for n in range(1, 5000)]
+    assert all(v >= n for n, v in zip(range(1, 5000), values)) and values[:16] == list(range(1, 17))
+    assert max(v / n for n, v in zip(range(17, 5000), values[16:])) < 1.12
+    assert len(set(values)) < 90 and sweep.ladder(2000) == sweep.ladder(1990) == 2048
+
+
+def test_sample_levels_trade_padding_against_compilation():
+    """Few steps at small d: padding is cheap, so every n shares one level (one compiled shape); the
+    paper's 5000 steps at d = 1000 on a CPU: padding a level costs more than a compilation, so each n keeps
+    its ladder value."""
+    grid = sweep.expand_grid(_cfg(d=100, steps=20, alphas=tuple(np.linspace(0.1, 2.0, 20))))
+    assert set(sweep.sample_levels(grid, _cfg(d=100, steps=20), backend="cpu").values()) == {sweep.ladder(200)}
+    cfg = _cfg(d=1000, steps=5000, alphas=tuple(np.linspace(0.1, 2.0, 20)), omegas=tuple(np.linspace(0.05, 0.5, 10)))
+    levels = sweep.sample_levels(sweep.expand_grid(cfg), cfg, backend="cpu")  # 40 runs per n
+    assert levels == {n: sweep.ladder(n) for n in levels}
+    levels = sweep.sample_levels(sweep.expand_grid(cfg), cfg, compile_seconds=1e9)
+    assert set(levels.values()) == {sweep.ladder(2000)}
 
 
 @pytest.mark.parametrize("max_batch", [3, 8, 64])

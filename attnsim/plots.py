@@ -85,13 +85,18 @@ def _grid(n: int, width: float = 3.4, height: float = 2.6, max_cols: int = 3):
     return fig, axes
 
 
-def _legend_below(fig, axes, rows: int) -> None:
-    """One legend for the figure (from the first panel), under the panels."""
+ERROR_BARS = "error bars: standard error of the mean over seeds"
+
+
+def _legend_below(fig, axes, rows: int, title: str | None = ERROR_BARS) -> None:
+    """One legend for the figure (from the first panel), under the panels, titled with the error-bar
+    convention."""
     handles, labels = axes.flat[0].get_legend_handles_labels()
     ncol = min(len(labels), 2 * axes.shape[1])
-    fig.legend(handles, labels, frameon=False, loc="lower center", ncol=max(1, ncol))
-    legend_rows = -(-len(labels) // max(1, ncol))
-    fig.tight_layout(rect=(0, min(0.4, 0.05 * legend_rows / rows ** 0.5), 1, 1))
+    fig.legend(handles, labels, frameon=False, loc="lower center", ncol=max(1, ncol), title=title,
+               title_fontsize=7)
+    legend_rows = -(-len(labels) // max(1, ncol)) + 1  # + the title
+    fig.tight_layout(rect=(0, min(0.45, 0.05 * legend_rows / rows ** 0.5), 1, 1))
 
 
 @_styled
@@ -108,7 +113,7 @@ def plot_test_error(results: pd.DataFrame, path: Path, theory: pd.DataFrame | No
         _init_points(ax, df, "test_error")
         s = _mean_sem(gmin[(gmin[list(key)] == pd.Series(key)).all(axis=1)], "test_error")
         ax.errorbar(s["alpha"], s["mean"], yerr=s["sem"], color="black", marker="*", ms=6, lw=1.2, capsize=2,
-                    label="global min (lowest train loss), mean ± s.e.m.")
+                    label="global min (lowest train loss)")
         s = _mean_sem(df, "lin_test_error")
         ax.plot(s["alpha"], s["mean"], color="gray", marker=".", ls=":", lw=1.0, label=r"linear $Bx$")
         point = {k: key[k] for k in ("omega", "sigma", "lam")}
@@ -183,7 +188,7 @@ def plot_phase_diagram(results: pd.DataFrame, path: Path, phase: pd.DataFrame | 
         ax.set_xlabel(ALPHA)
         ax.set_ylabel(r"positional weight $\omega$")
         ax.set_title(_title({"sigma": sigma, "lam": lam, "d": d}) + f", {_seeds(ok[ok.d == d])}")
-    _legend_below(fig, axes, axes.shape[0])
+    _legend_below(fig, axes, axes.shape[0], title=None)
     return _save(fig, path)
 
 
@@ -214,7 +219,7 @@ def plot_scaling(table: pd.DataFrame, path: Path) -> list[Path]:
                    ylabel=r"$|\varepsilon_g^{\rm sim}/\varepsilon_g^{\rm theory} - 1|$")
         ax_te.set(xscale="log", xlabel="dimension $d$", ylabel=TEST_ERROR + " (dashed: theory)")
         for ax in (ax_dev, ax_te):
-            ax.set_title(_title(dict(zip(report.POINT, point))))
+            ax.set_title(_title(dict(zip(report.POINT, point))) + f", {int(c.seeds.max())} seeds")
             ax.grid(alpha=0.3, which="both")
     _legend_below(fig, axes, len(curves))
     return _save(fig, path)
@@ -243,7 +248,7 @@ def plot_curves(curves: pd.DataFrame, path: Path) -> list[Path]:
             ax.set_title(_title({"omega": omega, "sigma": sigma, "lam": lam}) + f", {_seeds(g)}")
             ax.grid(alpha=0.3)
         row[0].set_yscale("log")
-    _legend_below(fig, axes, len(groups))
+    _legend_below(fig, axes, len(groups), title="lines: mean over seeds; shaded: standard error of the mean")
     return _save(fig, path)
 
 
@@ -265,7 +270,7 @@ def _init_points(ax, df: pd.DataFrame, column: str) -> None:
         s = _mean_sem(sub.assign(**{column: sub[column].abs()}), column)
         ax.errorbar(s["alpha"] + _offset(i, len(inits), df.alpha), s["mean"], yerr=s["sem"], color=color,
                     marker=marker, ms=4, mfc="none" if i % 2 else color, lw=0.8, capsize=2, ls=":",
-                    label=f"{init} init, mean ± s.e.m.")
+                    label=f"{init} init")
 
 
 def _theory_lines(ax, th: pd.DataFrame, column: str = "test_error", global_style: bool = False) -> None:

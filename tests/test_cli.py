@@ -153,3 +153,15 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     assert cli.main(["run", "--config", DEMO, "--workdir", str(workdir), *TINY, "--dry-run"]) == 0
     assert "8 runs, 4 done, 4 to do" in capsys.readouterr().out
     assert sorted((p, p.stat().st_mtime_ns) for p in workdir.rglob("*")) == before
+
+
+def test_ctrl_c_in_phase_says_nothing_was_written(tmp_path, capsys, monkeypatch):
+    from attnsim import report
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "phase_table", interrupted)
+    assert cli.main(["phase", "--config", DEMO, "--workdir", str(tmp_path / "ph")]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "attnsim: interrupted; nothing was written" and not (tmp_path / "ph" / "phase.csv").exists()

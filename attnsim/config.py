@@ -88,7 +88,7 @@ def default_config() -> ml_collections.ConfigDict:
     # WORKDIR/curves.csv (0 = off). Training is cut at those steps, which changes no result.
     c.record_every = 0
     # Theory.
-    c.quad_order = 10  # Gauss-Hermite nodes per dimension: ~1.5e-3 relative of order 20 (theory.py)
+    c.quad_order = 10  # Gauss-Hermite nodes per dimension (~1.5e-3 relative of order 20), or "authors"
     return c
 
 
@@ -162,6 +162,9 @@ def _set_field(cfg: ml_collections.ConfigDict, key: str, value: Any, source: str
     if key not in cfg:
         raise ConfigError(f"config.{key}: unknown field (from {source}); known: {', '.join(sorted(cfg))}")
     default = cfg[key]
+    if key == "quad_order" and value == "authors":  # the one string an integer field takes (validate checks it)
+        cfg[key] = value
+        return
     if key == "A":
         if not isinstance(value, (str, list, tuple, np.ndarray)):
             raise ConfigError(f"config.A={value!r}: must be a name ({'/'.join(NAMED_A)}) or an L x L matrix")
@@ -219,7 +222,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
            "must be an integer >= 0 (steps between learning-curve records; 0 = off)")
     _check(_is_num(cfg.checkpoint_seconds) and cfg.checkpoint_seconds >= 0, "checkpoint_seconds",
            cfg.checkpoint_seconds, "must be >= 0 (0 = save after every segment)")
-    _check(isinstance(cfg.quad_order, int) and 2 <= cfg.quad_order <= 64, "quad_order", cfg.quad_order, "must be an integer in [2, 64]")
+    _check(cfg.quad_order == "authors" or (isinstance(cfg.quad_order, int) and not isinstance(cfg.quad_order, bool)
+                                           and 2 <= cfg.quad_order <= 64), "quad_order", cfg.quad_order,
+           'must be an integer in [2, 64] or "authors" (the authors\' 144-node cubature)')
     for f, lo_ok, problem in (
         ("sigma", lambda v: v > 0, "must be > 0"),
         ("omega", lambda v: 0 <= v <= 1, "must lie in [0, 1]"),

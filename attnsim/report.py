@@ -118,8 +118,13 @@ def theory_options(results: pd.DataFrame, cfg: dict) -> dict:
     default = config_lib.default_config()
     A = cfg.get("A", default.A)
     return dict(A=np.asarray(config_lib.NAMED_A[A] if isinstance(A, str) else A, np.float64),
-                quad_order=int(cfg.get("quad_order", default.quad_order)),
+                quad_order=_quad_order(cfg.get("quad_order", default.quad_order)),
                 L=int(results.L.iloc[0]), r=int(results.r.iloc[0]), r_t=int(cfg.get("r_t", default.r_t)))
+
+
+def _quad_order(value):
+    """A config's quad_order as the theory takes it: an int, or "authors"."""
+    return value if value == "authors" else int(value)
 
 
 def unsupported(results: pd.DataFrame, cfg: dict) -> str | None:

@@ -1132,7 +1132,8 @@ def critical_lines(omegas, sigma=0.5, lam=0.01, A=STANDARD_A, quad_order=DEFAULT
         pos = [np.arange(i, len(om), workers) for i in range(workers)]  # interleaved: balanced loads
         parts = pd.concat(_in_processes(critical_lines, [om[p] for p in pos], kw), ignore_index=True)
         return parts.iloc[np.argsort(np.concatenate(pos), kind="stable")].reset_index(drop=True)
-    K = int(quad_order)
+    K = AUTHORS if quad_order == AUTHORS else int(quad_order)
+    check = check and K != AUTHORS  # the authors' rule reproduces a published computation: not checked (solve)
     alpha_A = alpha_max * np.arange(1, n_grid + 1) / n_grid
     grid = solve(om, alpha_A, sigma, lam, A_2x2, K, branches=("semantic", "positional"), check=check)
     lin = np.atleast_1d(linear_baseline_error(om, sigma, A_2x2))

@@ -165,3 +165,13 @@ def test_ctrl_c_in_phase_says_nothing_was_written(tmp_path, capsys, monkeypatch)
     assert cli.main(["phase", "--config", DEMO, "--workdir", str(tmp_path / "ph")]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "attnsim: interrupted; nothing was written" and not (tmp_path / "ph" / "phase.csv").exists()
+
+
+def test_phase_on_the_authors_cubature(tmp_path):
+    """--config.quad_order=authors reaches critical_lines (it was refused by the config and failed there):
+    alpha_c on the authors' 144-node rule lies where their files put it (between 1.25 and 1.357)."""
+    omega03 = str(ROOT / "configs" / "omega03.py")
+    assert cli.main(["phase", "--config", omega03, "--workdir", str(tmp_path), "--config.quad_order=authors"]) == 0
+    ph = pd.read_csv(tmp_path / "phase.csv")
+    assert 1.25 <= ph.alpha_c.iloc[0] <= 1.357 and 1.3 < ph.alpha_l.iloc[0] < 1.6
+    assert cli.main(["phase", "--config", omega03, "--workdir", str(tmp_path), "--config.quad_order=author"]) == 2

@@ -127,20 +127,16 @@ def _manager(directory: Path, read_only: bool):
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
 
-def _records(directory: Path):
-    """(step, record or the exception that reading it raised) for every checkpoint of a folder, newest
-    first."""
+def _records(manager):
+    """(step, record or the exception that reading it raised) for every checkpoint of a manager's folder,
+    newest first."""
     import orbax.checkpoint as ocp
 
-    manager = _manager(directory, read_only=True)
-    try:
-        for step in sorted(manager.all_steps(), reverse=True):
-            try:
-                yield step, manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-            except Exception as e:  # an unreadable record: a damaged checkpoint
-                yield step, e
-    finally:
-        manager.close()
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            yield step, manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as e:  # an unreadable record: a damaged checkpoint
+            yield step, e
 
 
 def find(directories: Iterable[Path], runs: pd.DataFrame, key_columns: list[str], fingerprint: dict) -> list[Saved]:
@@ -157,7 +153,10 @@ def find(directories: Iterable[Path], runs: pd.DataFrame, key_columns: list[str]
         if not Path(directory).is_dir():
             continue
         foreign = False
-        for step, meta in _records(directory):
+        manager = _manager(directory, read_only=True)
+        records = list(_records(manager))
+        manager.close()
+        for step, meta in records:
             if isinstance(meta, Exception):
                 _damaged(directory, step, meta)
                 continue
@@ -195,7 +194,7 @@ def load(saved: Saved, template: Callable) -> Resumed | None:
 
     manager = _manager(saved.directory, read_only=True)
     try:
-        for step, meta in _records(saved.directory):
+        for step, meta in _records(manager):
             if step > saved.step or isinstance(meta, Exception):
                 continue
             try:

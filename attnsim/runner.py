@@ -124,8 +124,7 @@ def describe(cfg: ml_collections.ConfigDict, workdir: str | Path | None = None, 
         folder = Path(workdir) / sub if workdir is not None else None
         done = sweep.read_results(folder / workdir_lib.RESULTS) if folder is not None and folder.is_dir() else None
         todo = sweep.missing_runs(mine, done)
-        max_seeds = sweep.default_max_seeds(one, max_batch, jax.local_device_count())
-        chunks = sweep.plan_chunks(todo, max_batch, sweep.sample_levels(grid, one), max_seeds) if len(todo) else []
+        chunks = sweep.sweep_plan(one, grid, todo, max_batch, jax.local_device_count()) if len(todo) else []
         engine = sweep.Engine(one)
         shapes = sorted({(c.n_max, engine.padded_shape(c)) for c in chunks})
         sample_steps = sum(c.n_max * int(np.prod(engine.padded_shape(c))) for c in chunks) * one.steps
@@ -170,9 +169,8 @@ class _Sweep:
         todo = sweep.missing_runs(mine, sweep.read_results(self.path / workdir_lib.RESULTS))
         folders = [self.writer.checkpoints] if self.shard else workdir_lib.checkpoint_folders(self.path)
         resumable = checkpoint.find(folders, todo, sweep.KEY_COLUMNS, self.fingerprint) if len(todo) else []
-        levels = sweep.sample_levels(grid, self.cfg)  # from the whole grid: the same plan as runs finish
-        max_seeds = sweep.default_max_seeds(self.cfg, self.max_batch, jax.local_device_count())
-        chunks = sweep.plan(todo, self.max_batch, resumable, levels, max_seeds) if len(todo) else []
+        chunks = (sweep.sweep_plan(self.cfg, grid, todo, self.max_batch, jax.local_device_count(), resumable)
+                  if len(todo) else [])
         if self.rendezvous:  # every process has read the workdir: from here on they may write
             self.rendezvous.close()
         what = f"shard {self.shard.index}/{self.shard.count} ({len(mine)} of {len(grid)} runs)" if self.shard else \
@@ -186,10 +184,11 @@ class _Sweep:
                      f"{sweep.padding_waste(todo, chunks, jax.local_device_count()):.0%}")
             self._train(todo, chunks[self.launch.index::self.launch.count],
                         {sweep.resumed_chunk(s): s for s in resumable})
+        if self.heartbeat and self.launch.index:
+            self.heartbeat.stop("done")  # only process 0 waits for the others, then merges
+            return
         if self.heartbeat:
-            self.heartbeat.stop("done") if self.launch.index else self.heartbeat.wait_all_done()
-            if self.launch.index:
-                return
+            self.heartbeat.wait_all_done()
         if self.shard:
             done = sweep.missing_runs(grid, sweep.read_results(self.path / workdir_lib.RESULTS))
             if not todo.empty:

@@ -415,6 +415,14 @@ def resumed_chunk(saved: checkpoint.Saved) -> Chunk:
     return Chunk(saved.seeds, saved.n_max, saved.groups)
 
 
+def sweep_plan(cfg: ml_collections.ConfigDict, grid: pd.DataFrame, todo: pd.DataFrame, max_batch: int,
+               devices: int = 1, resumable: list[checkpoint.Saved] = ()) -> list[Chunk]:
+    """The chunks of the runs ``todo`` of a config whose whole grid is ``grid``: :func:`plan` with the
+    sample levels of the grid (so the plan does not change as runs finish) and as many seeds per chunk as
+    fit the memory budget."""
+    return plan(todo, max_batch, resumable, sample_levels(grid, cfg), default_max_seeds(cfg, max_batch, devices))
+
+
 def plan(runs: pd.DataFrame, max_batch: int, resumable: list[checkpoint.Saved] = (),
          levels: dict[int, int] | None = None, max_seeds: int | None = None) -> list[Chunk]:
     """The chunks of ``runs`` in order: the chunks of the checkpoints that can be resumed, then the rest
@@ -448,9 +456,8 @@ def iterate(cfg: ml_collections.ConfigDict, runs: pd.DataFrame, max_batch: int |
     """
     engine = engine or Engine(cfg, devices)
     if chunks is None:
-        max_batch = max_batch or default_max_batch(cfg, len(engine.devices))
-        chunks = plan(runs, max_batch, levels=sample_levels(runs, cfg),
-                      max_seeds=default_max_seeds(cfg, max_batch, len(engine.devices)))
+        devices = len(engine.devices)
+        chunks = sweep_plan(cfg, runs, runs, max_batch or default_max_batch(cfg, devices), devices)
     progress = progress or (lambda k: None)
     resumed = resumed or {}
     for chunk in chunks:
@@ -518,13 +525,19 @@ def read_results(path: Path, keys: list[str] = KEY_COLUMNS) -> pd.DataFrame | No
     overwritten by the next :func:`append_results`)."""
     path = Path(path)
     folder, name = (path, "results.csv") if path.is_dir() else (path.parent, path.name)
-    files = [folder / name] + sorted(folder.glob(Path(name).stem + ".*.csv"))
-    tables = [t for t in (_read_one(f) for f in files) if t is not None]
+    tables = [t for t in (_read_one(f) for f in table_files(folder, name)) if t is not None]
     if not tables:
         return None
     if len(tables) == 1:
         return tables[0]
     return pd.concat(tables, ignore_index=True).drop_duplicates(keys, ignore_index=True)
+
+
+def table_files(folder: Path, name: str = "results.csv") -> list[Path]:
+    """The existing files of one table in a workdir: ``name`` (the lead's) and those of the other writers,
+    ``<stem>.<writer>.csv`` (attnsim.workdir)."""
+    folder = Path(folder)
+    return [f for f in [folder / name, *sorted(folder.glob(Path(name).stem + ".*.csv"))] if f.is_file()]
 
 
 def _read_one(path: Path) -> pd.DataFrame | None:

@@ -106,13 +106,8 @@ def checkpoint_folders(workdir: Path) -> list[Path]:
     return [f for f in folders if f.is_dir()]
 
 
-def _results_files(workdir: Path, name: str = RESULTS) -> list[Path]:
-    stem = Path(name).stem
-    return [f for f in [workdir / name, *sorted(workdir.glob(f"{stem}.*.csv"))] if f.is_file()]
-
-
 def _has_work(workdir: Path) -> bool:
-    return bool(_results_files(workdir)) or any(workdir.glob(f"{CHECKPOINTS}*"))
+    return bool(sweep.table_files(workdir)) or any(workdir.glob(f"{CHECKPOINTS}*"))
 
 
 def prepare(path: str) -> Path:
@@ -149,7 +144,7 @@ def check(workdir: Path, cfg, shard: Shard | None) -> None:
 
 def clear(workdir: Path) -> None:
     """--overwrite: remove every results file, checkpoint folder and heartbeat."""
-    for f in _results_files(workdir) + _results_files(workdir, CURVES):
+    for f in sweep.table_files(workdir) + sweep.table_files(workdir, CURVES):
         f.unlink()
     for d in workdir.glob(f"{CHECKPOINTS}*"):
         shutil.rmtree(d, ignore_errors=True)
@@ -179,7 +174,7 @@ def merge(workdir: Path) -> None:
     folder of the lead and of the processes. Only for a lead whose launch is complete."""
     for name, read in ((RESULTS, sweep.read_results), (CURVES, sweep.read_curves)):
         table = read(workdir / name)
-        parts = [f for f in _results_files(workdir, name) if f.name != name and ".shard" not in f.name]
+        parts = [f for f in sweep.table_files(workdir, name) if f.name != name and ".shard" not in f.name]
         if parts and table is not None:
             tmp = workdir / (name + ".tmp")
             tmp.write_text(table.to_csv(index=False))

@@ -73,11 +73,14 @@ def attention(h_NxLxR: jax.Array) -> jax.Array:
     return jax.nn.softmax(data.outer(h_NxLxR), axis=-1)
 
 
-def sq_error(S, T, G_zz, G_pz, G_pp) -> jax.Array:
-    """Per-sample |T z - S (p + z)|_F^2 / (2d), from D = T - S and the Grams (all ... x L x L):
-    = 1/2 [tr(D G_zz D^T) - 2 tr(S G_pz D^T) + tr(S G_pp S^T)]. Also the baseline's error with S = B."""
+def sq_error(S, T, G_ee, G_pe, G_pp, sigma) -> jax.Array:
+    """Per-sample |T z - S (p + z)|_F^2 / (2d) with z = sigma eps, from D = T - S and the seed's Grams
+    (all ... x L x L; G_ee = eps eps^T / d, G_pe = p eps^T / d):
+    = 1/2 [sigma^2 tr(D G_ee D^T) - 2 sigma tr(S G_pe D^T) + tr(S G_pp S^T)]. sigma multiplies the
+    per-sample traces, so a run never holds sigma-scaled copies of the Grams. Also the baseline's error
+    with S = B."""
     D = T - S
-    return 0.5 * (_quad(D, G_zz, D) - 2.0 * _quad(S, G_pz, D) + _quad(S, G_pp, S))
+    return 0.5 * (sigma**2 * _quad(D, G_ee, D) - 2.0 * sigma * _quad(S, G_pe, D) + _quad(S, G_pp, S))
 
 
 def _quad(X, G, Y):
@@ -107,49 +110,59 @@ def initial_Q(static: Static, key, Q_star, p_LxD, init) -> jax.Array:
 
 
 class Problem(NamedTuple):
-    """One run's view of a sample set: Grams scaled by sigma, teacher mixing T, sample weights."""
+    """One run's view of a sample set: the seed's sigma-free statistics (shared by the seed's runs, not
+    copied per run), the run's scalars and sample weights. The teacher mixing T and the sigma-scaled
+    Grams are derived where they are used (:func:`teacher_T`, :func:`sq_error`)."""
 
     eps: jax.Array  # N x L x D standard noise (shared by the runs of a seed)
-    T: jax.Array  # N x L x L
-    G_zz: jax.Array
-    G_pz: jax.Array
+    stats: data.SeedStats  # of eps (shared by the runs of a seed)
+    sigma: jax.Array
+    omega: jax.Array
+    A: jax.Array  # L x L
     weight: jax.Array  # N, 1 for the run's samples, 0 for padding
 
 
 def problem(eps, stats: data.SeedStats, hp: HParams, weight) -> Problem:
-    return Problem(eps, data.teacher_mixing(hp.sigma * stats.u, hp.omega, hp.A),
-                   hp.sigma**2 * stats.G_ee, hp.sigma * stats.G_pe, weight)
+    return Problem(eps, stats, hp.sigma, hp.omega, hp.A, weight)
+
+
+def teacher_T(pr: Problem) -> jax.Array:
+    """T_NxLxL = (1 - omega) softmax(t t^T) + omega A with t = sigma u, the teacher's fields."""
+    return data.teacher_mixing(pr.sigma * pr.stats.u, pr.omega, pr.A)
 
 
 def data_loss(Q, pr: Problem, p_LxD, sigma, G_pp) -> jax.Array:
     """sum_mu weight_mu |y - f_Q(x)|^2 / (2d): one pass over eps for h = (p + sigma eps) Q / sqrt(d)."""
     d = p_LxD.shape[-1]
     h = ((p_LxD @ Q)[None] + sigma * jnp.einsum("nld,dr->nlr", pr.eps, Q)) / jnp.sqrt(d)
-    return jnp.sum(pr.weight * sq_error(attention(h), pr.T, pr.G_zz, pr.G_pz, G_pp))
+    S = attention(h)
+    return jnp.sum(pr.weight * sq_error(S, teacher_T(pr), pr.stats.G_ee, pr.stats.G_pe, G_pp, sigma))
 
 
 def ridge_baseline(pr: Problem, G_pp, lam_lin, lin_input: str) -> jax.Array:
     """B_LxL = argmin sum_mu w |y - B u|^2/(2d) + lam_lin/2 |B|^2 with u = x (or z): the normal equations
     B (sum G_uu + lam_lin I) = sum T G_zu."""
-    G_zp = jnp.swapaxes(pr.G_pz, -1, -2)
+    G_zz = pr.sigma**2 * pr.stats.G_ee
+    G_zp = pr.sigma * jnp.swapaxes(pr.stats.G_pe, -1, -2)
     if lin_input == "x":
-        G_uu = G_pp[None] + pr.G_pz + G_zp + pr.G_zz
-        G_zu = G_zp + pr.G_zz
+        G_uu = G_pp[None] + jnp.swapaxes(G_zp, -1, -2) + G_zp + G_zz
+        G_zu = G_zp + G_zz
     else:
-        G_uu, G_zu = pr.G_zz, pr.G_zz
+        G_uu, G_zu = G_zz, G_zz
     w = pr.weight[:, None, None]
     lhs = jnp.sum(w * G_uu, 0) + lam_lin * jnp.eye(G_pp.shape[0])
-    rhs = jnp.sum(w * (pr.T @ G_zu), 0)
+    rhs = jnp.sum(w * (teacher_T(pr) @ G_zu), 0)
     return jnp.linalg.solve(lhs.T, rhs.T).T
 
 
 def baseline_error(B, pr: Problem, G_pp, lin_input: str) -> jax.Array:
     """Per-sample error of the baseline (N,)."""
-    B = jnp.broadcast_to(B, pr.T.shape)
+    T = teacher_T(pr)
+    B = jnp.broadcast_to(B, T.shape)
     if lin_input == "x":
-        return sq_error(B, pr.T, pr.G_zz, pr.G_pz, G_pp)
+        return sq_error(B, T, pr.stats.G_ee, pr.stats.G_pe, G_pp, pr.sigma)
     zeros = jnp.zeros_like(G_pp)
-    return sq_error(B, pr.T, pr.G_zz, zeros, zeros)
+    return sq_error(B, T, pr.stats.G_ee, zeros, zeros, pr.sigma)
 
 
 def overlaps(Q, Q_star, p_LxD, sigma) -> dict:

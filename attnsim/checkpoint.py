@@ -53,8 +53,14 @@ _fault_counts: collections.Counter = collections.Counter()
 
 
 def fingerprint(cfg) -> dict:
-    """The FINGERPRINT_FIELDS of a config, as JSON stores them (tuples become lists)."""
-    return json.loads(json.dumps({f: cfg[f] for f in FINGERPRINT_FIELDS}))
+    """The FINGERPRINT_FIELDS of a config (its task's: ``histogram_sweep.FINGERPRINT_FIELDS`` for the
+    histogram task), as JSON stores them (tuples become lists)."""
+    fields = FINGERPRINT_FIELDS
+    if cfg.get("task", "attention") == "histogram":
+        from attnsim import histogram_sweep
+
+        fields = histogram_sweep.FINGERPRINT_FIELDS
+    return json.loads(json.dumps({f: cfg[f] for f in fields}))
 
 
 def fingerprint_difference(mine: dict, theirs) -> str | None:

@@ -41,8 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="the empirical sweep: writes WORKDIR/results.csv and test_error.png",
                          description="Train every run of the config's grid (omega x sigma x lam x alpha x seed x "
-                         "init) and write one row per run to WORKDIR/results.csv, plus WORKDIR/test_error.png. "
-                         "Re-running the same command skips finished runs.")
+                         "init; for the histogram task, configs/histogram.py: variant x n_train x seed) and write "
+                         "one row per run to WORKDIR/results.csv, plus a figure. Re-running the same command "
+                         "skips finished runs.")
     for name, helptext in (("theory", "fixed points of every branch: writes WORKDIR/theory.csv"),
                            ("phase", "critical lines alpha_c(omega), alpha_l(omega): writes WORKDIR/phase.csv")):
         sp = sub.add_parser(name, help=helptext, description=helptext)
@@ -165,6 +166,9 @@ def _theory_config(args, overrides):
     from attnsim import config as config_lib, report, workdir as workdir_lib
 
     cfg = config_lib.load_config(args.config, overrides)
+    if cfg.task != "attention":
+        raise ConfigError(f"--config {args.config}: the {cfg.task} task has no theory (`attnsim {args.command}` "
+                          "solves the tied-attention model)")
     report.check_theory_covers(cfg)
     return cfg, workdir_lib.prepare(args.workdir)
 

@@ -25,6 +25,7 @@ NAMED_A = {
 INITS = ("random", "semantic", "positional")
 OPTIMIZERS = ("gd", "adam")
 LIN_INPUTS = ("x", "z")
+TASKS = ("attention", "histogram")
 # The paper's 25-point alpha grid in [0.01, 2].
 PAPER_ALPHAS = tuple(float(a) for a in np.round(np.linspace(0.01, 2.0, 25), 6))
 
@@ -49,6 +50,7 @@ class ConfigError(ValueError):
 def default_config() -> ml_collections.ConfigDict:
     """The paper's defaults (docs/model.md; the README lists the fields). Every valid field appears here."""
     c = ml_collections.ConfigDict(type_safe=False)  # types are checked by _set_field and validate
+    c.task = "attention"  # the tied-attention model; "histogram": attnsim.histogram_sweep (its own fields)
     c.name = "default"
     # Model and data.
     c.d = 1000
@@ -138,7 +140,10 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
         user = module.get_config(arg) if arg else module.get_config()
     except Exception as e:
         raise ConfigError(f"--config {path}: get_config({arg!r}) failed: {type(e).__name__}: {e}") from None
-    cfg = default_config()
+    task = user.get("task", "attention")
+    if task not in TASKS:
+        raise ConfigError(f"config.task={task!r}: must be one of {TASKS}")
+    cfg = default_config() if task == "attention" else _histogram().default_config()
     for key, value in user.items():
         _set_field(cfg, key, value, source=f"{file}")
     for item in overrides:
@@ -146,9 +151,17 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
         if not sep:
             raise ConfigError(f"--config.{item}: expected --config.FIELD=VALUE")
         _set_field(cfg, key, _parse_value(text), source="--config")
-    validate(cfg)
+    if cfg.task != task:
+        raise ConfigError(f"--config.task={cfg.task}: the task is the config file's ({task}); use a config of that task")
+    (validate if task == "attention" else _histogram().validate)(cfg)
     cfg.lock()
     return cfg
+
+
+def _histogram():
+    from attnsim import histogram_sweep
+
+    return histogram_sweep
 
 
 def _parse_value(text: str) -> Any:
@@ -191,38 +204,38 @@ def _set_field(cfg: ml_collections.ConfigDict, key: str, value: Any, source: str
     cfg[key] = value
 
 
-def _check(ok: bool, field: str, value: Any, problem: str) -> None:
+def check(ok: bool, field: str, value: Any, problem: str) -> None:
     if not ok:
         raise ConfigError(f"config.{field}={value!r}: {problem}")
 
 
-def _is_num(v: Any) -> bool:
+def is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
     """Check every field; raise ConfigError naming the first invalid one."""
     for f in ("d", "L", "r", "r_t", "seeds", "steps"):
-        _check(isinstance(cfg[f], int) and cfg[f] >= 1, f, cfg[f], "must be an integer >= 1")
-    _check(cfg.L >= 2, "L", cfg.L, "must be >= 2 (a sequence has at least two tokens)")
-    _check(all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in cfg.ds), "ds", cfg.ds,
+        check(isinstance(cfg[f], int) and cfg[f] >= 1, f, cfg[f], "must be an integer >= 1")
+    check(cfg.L >= 2, "L", cfg.L, "must be >= 2 (a sequence has at least two tokens)")
+    check(all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in cfg.ds), "ds", cfg.ds,
            "every d must be an integer >= 1")
-    _check(len(set(cfg.ds)) == len(cfg.ds), "ds", cfg.ds, "has duplicates")
-    _check(all(round(a * d) >= 1 for a in cfg.alphas for d in cfg.ds), "alphas", cfg.alphas,
+    check(len(set(cfg.ds)) == len(cfg.ds), "ds", cfg.ds, "has duplicates")
+    check(all(round(a * d) >= 1 for a in cfg.alphas for d in cfg.ds), "alphas", cfg.alphas,
            f"n = round(alpha * d) must be >= 1 for every alpha and every d of ds = {cfg.ds}")
-    _check(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "must be an integer >= 0")
-    _check(isinstance(cfg.n_test, int) and cfg.n_test >= 1, "n_test", cfg.n_test, "must be an integer >= 1")
-    _check(isinstance(cfg.test_chunk, int) and cfg.test_chunk >= 1, "test_chunk", cfg.test_chunk, "must be an integer >= 1")
-    _check(isinstance(cfg.max_batch, int) and cfg.max_batch >= 0, "max_batch", cfg.max_batch, "must be an integer >= 0")
-    _check(_is_num(cfg.memory_budget) and cfg.memory_budget >= 0, "memory_budget", cfg.memory_budget,
+    check(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "must be an integer >= 0")
+    check(isinstance(cfg.n_test, int) and cfg.n_test >= 1, "n_test", cfg.n_test, "must be an integer >= 1")
+    check(isinstance(cfg.test_chunk, int) and cfg.test_chunk >= 1, "test_chunk", cfg.test_chunk, "must be an integer >= 1")
+    check(isinstance(cfg.max_batch, int) and cfg.max_batch >= 0, "max_batch", cfg.max_batch, "must be an integer >= 0")
+    check(is_num(cfg.memory_budget) and cfg.memory_budget >= 0, "memory_budget", cfg.memory_budget,
            "must be >= 0 (GiB; 0 = automatic)")
-    _check(isinstance(cfg.checkpoint_every, int) and cfg.checkpoint_every >= 1, "checkpoint_every",
+    check(isinstance(cfg.checkpoint_every, int) and cfg.checkpoint_every >= 1, "checkpoint_every",
            cfg.checkpoint_every, "must be an integer >= 1 (steps per training segment)")
-    _check(isinstance(cfg.record_every, int) and cfg.record_every >= 0, "record_every", cfg.record_every,
+    check(isinstance(cfg.record_every, int) and cfg.record_every >= 0, "record_every", cfg.record_every,
            "must be an integer >= 0 (steps between learning-curve records; 0 = off)")
-    _check(_is_num(cfg.checkpoint_seconds) and cfg.checkpoint_seconds >= 0, "checkpoint_seconds",
+    check(is_num(cfg.checkpoint_seconds) and cfg.checkpoint_seconds >= 0, "checkpoint_seconds",
            cfg.checkpoint_seconds, "must be >= 0 (0 = save after every segment)")
-    _check(cfg.quad_order == "authors" or (isinstance(cfg.quad_order, int) and not isinstance(cfg.quad_order, bool)
+    check(cfg.quad_order == "authors" or (isinstance(cfg.quad_order, int) and not isinstance(cfg.quad_order, bool)
                                            and 2 <= cfg.quad_order <= 64), "quad_order", cfg.quad_order,
            'must be an integer in [2, 64] or "authors" (the authors\' 144-node cubature)')
     for f, lo_ok, problem in (
@@ -230,25 +243,25 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         ("omega", lambda v: 0 <= v <= 1, "must lie in [0, 1]"),
         ("lam", lambda v: v >= 0, "must be >= 0"),
     ):
-        _check(_is_num(cfg[f]) and lo_ok(cfg[f]), f, cfg[f], problem)
+        check(is_num(cfg[f]) and lo_ok(cfg[f]), f, cfg[f], problem)
         many = cfg[f + "s"]
-        _check(all(_is_num(v) and lo_ok(v) for v in many), f + "s", many, "every value " + problem)
-    _check(_is_num(cfg.lam_lin) and cfg.lam_lin >= 0, "lam_lin", cfg.lam_lin, "must be >= 0")
-    _check(_is_num(cfg.lr) and cfg.lr > 0, "lr", cfg.lr, "must be > 0")
-    _check(len(cfg.alphas) >= 1, "alphas", cfg.alphas, "must hold at least one value")
-    _check(all(_is_num(a) and a > 0 for a in cfg.alphas), "alphas", cfg.alphas, "every alpha must be > 0")
-    _check(all(round(a * cfg.d) >= 1 for a in cfg.alphas), "alphas", cfg.alphas,
+        check(all(is_num(v) and lo_ok(v) for v in many), f + "s", many, "every value " + problem)
+    check(is_num(cfg.lam_lin) and cfg.lam_lin >= 0, "lam_lin", cfg.lam_lin, "must be >= 0")
+    check(is_num(cfg.lr) and cfg.lr > 0, "lr", cfg.lr, "must be > 0")
+    check(len(cfg.alphas) >= 1, "alphas", cfg.alphas, "must hold at least one value")
+    check(all(is_num(a) and a > 0 for a in cfg.alphas), "alphas", cfg.alphas, "every alpha must be > 0")
+    check(all(round(a * cfg.d) >= 1 for a in cfg.alphas), "alphas", cfg.alphas,
            f"n = round(alpha * d) must be >= 1 for every alpha (d = {cfg.d})")
-    _check(len(cfg.inits) >= 1 and all(i in INITS for i in cfg.inits), "inits", cfg.inits,
+    check(len(cfg.inits) >= 1 and all(i in INITS for i in cfg.inits), "inits", cfg.inits,
            f"must be a non-empty tuple of {INITS}")
-    _check(len(set(cfg.inits)) == len(cfg.inits), "inits", cfg.inits, "has duplicates")
-    _check(cfg.optimizer in OPTIMIZERS, "optimizer", cfg.optimizer, f"must be one of {OPTIMIZERS}")
-    _check(cfg.lin_input in LIN_INPUTS, "lin_input", cfg.lin_input, f"must be one of {LIN_INPUTS}")
+    check(len(set(cfg.inits)) == len(cfg.inits), "inits", cfg.inits, "has duplicates")
+    check(cfg.optimizer in OPTIMIZERS, "optimizer", cfg.optimizer, f"must be one of {OPTIMIZERS}")
+    check(cfg.lin_input in LIN_INPUTS, "lin_input", cfg.lin_input, f"must be one of {LIN_INPUTS}")
     if isinstance(cfg.A, str):
-        _check(cfg.A in NAMED_A, "A", cfg.A, f"unknown name; use one of {tuple(NAMED_A)} or an L x L matrix")
-        _check(cfg.L == 2, "A", cfg.A, f"named matrices are 2 x 2 but L = {cfg.L}; give an L x L matrix")
+        check(cfg.A in NAMED_A, "A", cfg.A, f"unknown name; use one of {tuple(NAMED_A)} or an L x L matrix")
+        check(cfg.L == 2, "A", cfg.A, f"named matrices are 2 x 2 but L = {cfg.L}; give an L x L matrix")
     else:
         A = np.asarray(cfg.A, dtype=np.float64)
-        _check(A.shape == (cfg.L, cfg.L), "A", cfg.A, f"must be {cfg.L} x {cfg.L} (L = {cfg.L}), got shape {A.shape}")
-        _check(bool(np.all(np.isfinite(A)) and np.all(A >= 0) and np.allclose(A.sum(1), 1.0, atol=1e-6)),
+        check(A.shape == (cfg.L, cfg.L), "A", cfg.A, f"must be {cfg.L} x {cfg.L} (L = {cfg.L}), got shape {A.shape}")
+        check(bool(np.all(np.isfinite(A)) and np.all(A >= 0) and np.allclose(A.sum(1), 1.0, atol=1e-6)),
                "A", cfg.A, "must be row-stochastic (non-negative entries, rows summing to 1)")

@@ -307,3 +307,76 @@ def _save(fig, path: Path) -> list[Path]:
     fig.savefig(out[1])
     plt.close(fig)
     return out
+
+
+VARIANT_STYLE = {"positional": ("tab:orange", "s"), "semantic": ("tab:blue", "o"), "free": ("black", "*")}
+
+
+@_styled
+def plot_histogram_accuracy(results: pd.DataFrame, path: Path, length: int = 10, alphabet: int = 15) -> list[Path]:
+    """The histogram task against training-set size, per variant (mean +- s.e.m. over seeds): validation
+    accuracy (per token); the same-token attention (on keys holding the query's token, itself included) and
+    the self-attention (on the query's own position), with their values for uniform attention; the token
+    dependence of the attention (0: a positional mechanism)."""
+    ok = report.ok_runs(results)
+    panels = [("val_accuracy", "validation accuracy (per token)"), ("same_token_attention", "same-token attention"),
+              ("self_attention", "self-attention"), ("token_dependence", "token dependence of the attention")]
+    fig, axes = plt.subplots(2, 2, figsize=(6.8, 5.2), squeeze=False)
+    seeds = int(ok.groupby(["variant", "n_train"]).size().max())
+    for variant in [v for v in VARIANT_STYLE if v in set(ok.variant)]:
+        df = ok[ok.variant == variant]
+        color, marker = VARIANT_STYLE[variant]
+        for ax, (column, _) in zip(axes.flat, panels):
+            s = _mean_sem(df, column, by="n_train")
+            ax.errorbar(s["n_train"], s["mean"], yerr=s["sem"], color=color, marker=marker, ms=4, lw=1.0,
+                        capsize=2, label=variant)
+    for ax, (_, label) in zip(axes.flat, panels):
+        ax.set_xscale("log")
+        ax.set_xlabel("training sequences $n$")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0, 1].axhline((1 + (length - 1) / alphabet) / length, color="gray", ls=":", lw=1.0)
+    axes[1, 0].axhline(1 / length, color="gray", ls=":", lw=1.0, label="uniform attention")
+    fig.suptitle(f"histogram task (length {length}, alphabet {alphabet}), {seeds} seed" + ("s" if seeds != 1 else "")
+                 + " per point", fontsize=8)
+    handles, labels = [], []
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, frameon=False, loc="lower center", ncol=len(labels), title=ERROR_BARS, title_fontsize=7)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return _save(fig, path)
+
+
+@_styled
+def plot_attention_maps(attention: pd.DataFrame, path: Path, n_train: int | None = None, seed: int = 0) -> list[Path]:
+    """Attention maps (rows: queries, columns: keys, labelled by token) of one run per variant (``seed`` at
+    ``n_train``, default the largest) on the recorded validation sequences; a dot marks a key holding the
+    query's own token."""
+    n_train = n_train or int(attention.n_train.max())
+    one = attention[(attention.n_train == n_train) & (attention.seed == seed)]
+    variants = [v for v in ("positional", "semantic", "free") if v in set(one.variant)]
+    examples = sorted(one.example.unique())
+    fig, axes = plt.subplots(len(variants), len(examples), figsize=(1.6 * len(examples) + 0.8, 1.6 * len(variants) + 0.5),
+                             squeeze=False, layout="constrained")
+    for row, variant in zip(axes, variants):
+        for ax, ex in zip(row, examples):
+            cell = one[(one.variant == variant) & (one.example == ex)]
+            L = int(cell["query"].max()) + 1
+            W = np.zeros((L, L))
+            W[cell["query"].to_numpy(), cell["key"].to_numpy()] = cell["weight"].to_numpy()
+            tokens = cell[cell["query"] == 0].sort_values("key").key_token.to_numpy()
+            im = ax.imshow(W, vmin=0, vmax=1, cmap="viridis")
+            same = cell[cell.query_token == cell.key_token]
+            ax.plot(same["key"], same["query"], "w.", ms=2.5)
+            ax.set_xticks(range(L), [str(t) for t in tokens], fontsize=5)
+            ax.set_yticks(range(L), [str(t) for t in tokens], fontsize=5)
+            if ex == examples[0]:
+                ax.set_ylabel(f"{variant}\nquery token", fontsize=7)
+            if variant == variants[-1]:
+                ax.set_xlabel("key token", fontsize=7)
+    fig.suptitle(f"attention maps, seed {seed}, n = {n_train} (dots: same token as the query)", fontsize=8)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="attention weight")
+    return _save(fig, path)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from attnsim import sweep
+from attnsim import sweep, tasks
 
 POINT = ["omega", "sigma", "lam", "alpha"]
 GROUP = ["omega", "sigma", "lam", "d"]  # one curve in alpha (a workdir may hold several d, see read_workdir)
@@ -37,12 +37,13 @@ def read_workdir(workdir: Path) -> tuple[pd.DataFrame | None, dict]:
     has = lambda d: any(d.glob("results*.csv"))  # noqa: E731  results.csv, or those of processes / shards
     dirs = [workdir] if has(workdir) else sorted(d for d in workdir.iterdir() if d.is_dir() and has(d)) \
         if workdir.is_dir() else []
-    tables = [t for t in (sweep.read_results(d / "results.csv") for d in dirs) if t is not None]
+    cfg_file = next((d / "config.json" for d in [workdir, *dirs] if (d / "config.json").is_file()), None)
+    cfg = json.loads(cfg_file.read_text()).get("config", {}) if cfg_file else {}
+    keys = tasks.of(cfg).KEY_COLUMNS
+    tables = [t for t in (sweep.read_results(d / "results.csv", keys) for d in dirs) if t is not None]
     if not tables:
         return None, {}
-    results = pd.concat(tables, ignore_index=True)
-    cfg_file = next((d / "config.json" for d in [workdir, *dirs] if (d / "config.json").is_file()), None)
-    return results, (json.loads(cfg_file.read_text()).get("config", {}) if cfg_file else {})
+    return pd.concat(tables, ignore_index=True), cfg
 
 
 def ok_runs(results: pd.DataFrame) -> pd.DataFrame:
@@ -294,6 +295,8 @@ def write_all(workdir: Path) -> list[Path]:
     if ok_runs(results).empty:
         raise ConfigError(f"--workdir {workdir}: all {len(results)} runs diverged (diverged=True in results.csv): "
                           "nothing to report; try a smaller lr")
+    if cfg.get("task") == "histogram":
+        return write_histogram(workdir, results, cfg)
     read = lambda name: pd.read_csv(workdir / name) if (workdir / name).is_file() else None  # noqa: E731
     theory, phase = read("theory.csv"), read("phase.csv")
     completed, note = complete_theory(results, theory, cfg)
@@ -320,3 +323,46 @@ def write_all(workdir: Path) -> list[Path]:
         files += plots.plot_curves(curves, workdir / "learning_curves.png")
     table.to_csv(workdir / "summary.csv", index=False)
     return files + [workdir / "summary.csv", write_summary(table, workdir / "summary.md", phase, empirical, notes)]
+
+
+HISTOGRAM_METRICS = ["val_accuracy", "val_loss", "train_loss", "same_token_attention", "self_attention",
+                     "token_dependence", "drift", "init_distance"]
+
+
+def histogram_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Per (variant, n_train): the number of seeds, and mean and std over seeds of every metric (diverged runs
+    left out, and counted)."""
+    ok = ok_runs(results)
+    g = ok.groupby(["variant", "n_train"])
+    table = g.size().rename("seeds").reset_index()
+    for m in HISTOGRAM_METRICS:
+        stats = g[m].agg(["mean", "std"]).reset_index(drop=True)
+        table[f"{m}_mean"], table[f"{m}_std"] = stats["mean"].to_numpy(), stats["std"].to_numpy()
+    diverged = results.groupby(["variant", "n_train"]).diverged.sum().rename("diverged").reset_index()
+    return table.merge(diverged, on=["variant", "n_train"], how="right").fillna({"seeds": 0})
+
+
+def write_histogram(workdir: Path, results: pd.DataFrame, cfg: dict) -> list[Path]:
+    """`attnsim report` for the histogram task: accuracy and same-token attention against n_train, attention
+    maps of one run per variant, summary.csv and summary.md (mean +- std over seeds per variant and n_train)."""
+    from attnsim import plots, workdir as workdir_lib
+
+    files = plots.plot_histogram_accuracy(results, workdir / "histogram_accuracy.png", int(cfg.get("length", 10)),
+                                          int(cfg.get("alphabet", 15)))
+    attention = sweep.read_results(workdir / workdir_lib.ATTENTION, tasks.of(cfg).KEY_COLUMNS + ["example", "query", "key"])
+    if attention is not None:
+        seed = int(attention.seed.min())
+        files += plots.plot_attention_maps(attention, workdir / "attention_maps.png", seed=seed)
+    table = histogram_summary(results)
+    table.to_csv(workdir / "summary.csv", index=False)
+    lines = ["# Histogram task: mean ± std over seeds", "",
+             "| variant | n_train | seeds | val accuracy | val loss | same-token attention | self-attention | "
+             "token dependence | drift | init distance |", "|---|---|---|---|---|---|---|---|---|---|"]
+    pm = lambda row, m, f: f"{row[m + '_mean']:{f}} ± {row[m + '_std']:{f}}" if row["seeds"] else "–"  # noqa: E731
+    for _, row in table.iterrows():
+        lines.append(f"| {row.variant} | {int(row.n_train)} | {int(row.seeds)} | {pm(row, 'val_accuracy', '.5f')} | "
+                     f"{pm(row, 'val_loss', '.4f')} | {pm(row, 'same_token_attention', '.3f')} | "
+                     f"{pm(row, 'self_attention', '.3f')} | {pm(row, 'token_dependence', '.3f')} | "
+                     f"{pm(row, 'drift', '.3g')} | {pm(row, 'init_distance', '.3g')} |")
+    (workdir / "summary.md").write_text("\n".join(lines) + "\n")
+    return files + [workdir / "summary.csv", workdir / "summary.md"]

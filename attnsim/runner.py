@@ -60,7 +60,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path | None = None, *, ov
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="attnsim-") as tmp:
             return run(cfg, tmp, shard=shard, progress=progress)
-    if cfg.ds:  # one sweep per d, each in its own sub-folder (report.read_workdir reads them all)
+    if cfg.get("ds"):  # one sweep per d, each in its own sub-folder (report.read_workdir reads them all)
         if rendezvous is not None:
             raise ConfigError(f"config.ds={cfg.ds}: one d per multi-process launch (give --config.d=D and a "
                               "workdir per d)")
@@ -79,9 +79,10 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path | None = None, *, ov
     enable_compilation_cache()
     import jax
 
-    from attnsim import sweep
+    from attnsim import sweep, tasks
 
-    max_batch = sweep.default_max_batch(cfg, jax.local_device_count())  # checks the memory budget
+    task = tasks.of(cfg)
+    max_batch = task.default_max_batch(cfg, jax.local_device_count())  # checks the memory budget
     path = workdir_lib.prepare(str(workdir))
     launch = rendezvous.launch if rendezvous else cluster.Launch()
     if launch.index == 0:
@@ -99,12 +100,12 @@ def run(cfg: ml_collections.ConfigDict, workdir: str | Path | None = None, *, ov
         if heartbeat:
             heartbeat.stop("stopped")
         raise
-    grid = sweep.expand_grid(cfg)
+    grid = task.expand_grid(cfg)
     grid = shard.select(grid) if shard else grid
-    done = sweep.read_results(path / workdir_lib.RESULTS)
+    done = sweep.read_results(path / workdir_lib.RESULTS, task.KEY_COLUMNS)
     if done is None:  # a process of a launch whose lead has not written its rows yet
-        return pd.DataFrame(columns=sweep.RUN_COLUMNS + sweep.METRIC_COLUMNS)
-    return grid[sweep.KEY_COLUMNS].merge(done, on=sweep.KEY_COLUMNS, how="inner")[done.columns]
+        return pd.DataFrame(columns=task.RUN_COLUMNS + task.METRIC_COLUMNS)
+    return grid[task.KEY_COLUMNS].merge(done, on=task.KEY_COLUMNS, how="inner")[done.columns]
 
 
 def describe(cfg: ml_collections.ConfigDict, workdir: str | Path | None = None, shard: Shard | None = None) -> str:
@@ -115,6 +116,8 @@ def describe(cfg: ml_collections.ConfigDict, workdir: str | Path | None = None, 
 
     from attnsim import config as config_lib, sweep
 
+    if cfg.get("task", "attention") == "histogram":
+        return _describe_histogram(cfg, workdir, shard)
     backend = jax.default_backend()
     lines, total = [], 0.0
     for sub, one in config_lib.per_d(cfg):
@@ -144,6 +147,29 @@ def describe(cfg: ml_collections.ConfigDict, workdir: str | Path | None = None, 
     return "\n".join(lines)
 
 
+def _describe_histogram(cfg, workdir, shard: Shard | None) -> str:
+    import jax
+
+    from attnsim import histogram_sweep as task, sweep
+
+    grid = task.expand_grid(cfg)
+    mine = shard.select(grid) if shard else grid
+    folder = Path(workdir) if workdir is not None else None
+    done = sweep.read_results(folder / workdir_lib.RESULTS, task.KEY_COLUMNS) if folder and folder.is_dir() else None
+    todo = sweep.missing_runs(mine, done, task.KEY_COLUMNS)
+    devices = jax.local_device_count()
+    chunks = task.sweep_plan(cfg, grid, todo, task.default_max_batch(cfg, devices), devices) if len(todo) else []
+    sample_epochs = sum(c.n_max * task.padded_runs(len(c.rows), devices) * (task.chunk_epochs(grid, c) + cfg.retrain_epochs)
+                        for c in chunks)
+    part = f" (shard {shard.index}/{shard.count}: {len(mine)})" if shard else ""
+    return (f"{len(grid)} runs{part} (variants {', '.join(cfg.variants)} x n_train {task.n_trains(cfg)} x "
+            f"{cfg.seeds} seeds), {len(mine) - len(todo)} done, {len(todo)} to do in {len(chunks)} chunks; "
+            f"{sample_epochs:.3g} padded sequence-epochs (>= {cfg.epochs} Adam + {cfg.retrain_epochs} SGD epochs per "
+            f"run), padding waste {task.padding_waste(todo, chunks, devices) if chunks else 0:.0%}; estimated time "
+            f"on this machine ({devices} {jax.default_backend()} device(s)): ~{sample_epochs * task.step_seconds():.0f} s "
+            "(a rough model, within a factor of ~2-3)")
+
+
 class _Sweep:
     """One process's part of a sweep: read what is done, plan, train its chunks, write its rows."""
 
@@ -154,6 +180,9 @@ class _Sweep:
         self.writer = workdir_lib.writer(path, launch.index, shard)
         self.fingerprint = checkpoint.fingerprint(cfg)
         self.speaks = launch.index == 0  # the process that prints the sweep's summary lines
+        from attnsim import tasks
+
+        self.task = tasks.of(cfg)
 
     def say(self, text: str) -> None:
         if self.speaks:
@@ -164,12 +193,13 @@ class _Sweep:
 
         from attnsim import sweep
 
-        grid = sweep.expand_grid(self.cfg)
+        task, keys = self.task, self.task.KEY_COLUMNS
+        grid = task.expand_grid(self.cfg)
         mine = self.shard.select(grid) if self.shard else grid
-        todo = sweep.missing_runs(mine, sweep.read_results(self.path / workdir_lib.RESULTS))
+        todo = sweep.missing_runs(mine, sweep.read_results(self.path / workdir_lib.RESULTS, keys), keys)
         folders = [self.writer.checkpoints] if self.shard else workdir_lib.checkpoint_folders(self.path)
-        resumable = checkpoint.find(folders, todo, sweep.KEY_COLUMNS, self.fingerprint) if len(todo) else []
-        chunks = (sweep.sweep_plan(self.cfg, grid, todo, self.max_batch, jax.local_device_count(), resumable)
+        resumable = checkpoint.find(folders, todo, keys, self.fingerprint) if len(todo) else []
+        chunks = (task.sweep_plan(self.cfg, grid, todo, self.max_batch, jax.local_device_count(), resumable)
                   if len(todo) else [])
         if self.rendezvous:  # every process has read the workdir: from here on they may write
             self.rendezvous.close()
@@ -181,7 +211,7 @@ class _Sweep:
             self.say(f"{len(todo)} runs to do ({len(mine) - len(todo)} already done) in {len(chunks)} chunks "
                      f"on {jax.local_device_count()} {jax.default_backend()} device(s) per process in "
                      f"{self.launch.count} process(es), padding waste "
-                     f"{sweep.padding_waste(todo, chunks, jax.local_device_count()):.0%}")
+                     f"{task.padding_waste(todo, chunks, jax.local_device_count()):.0%}")
             self._train(todo, chunks[self.launch.index::self.launch.count],
                         {sweep.resumed_chunk(s): s for s in resumable})
         if self.heartbeat and self.launch.index:
@@ -190,13 +220,13 @@ class _Sweep:
         if self.heartbeat:
             self.heartbeat.wait_all_done()
         if self.shard:
-            done = sweep.missing_runs(grid, sweep.read_results(self.path / workdir_lib.RESULTS))
+            done = sweep.missing_runs(grid, sweep.read_results(self.path / workdir_lib.RESULTS, keys), keys)
             if not todo.empty:
                 left = f"{len(done)} runs of other shards still to do" if len(done) else "every shard is done"
                 print(f"attnsim: shard {self.shard.index}/{self.shard.count} done ({left}); "
                       f"`attnsim report --workdir {self.path}` reads every shard's results")
             return
-        workdir_lib.merge(self.path)
+        workdir_lib.merge(self.path, task)
         if self.heartbeat:
             self.heartbeat.stop("done")
         if not todo.empty:
@@ -211,7 +241,7 @@ class _Sweep:
 
         from attnsim import sweep
 
-        engine = sweep.Engine(self.cfg)
+        engine = self.task.Engine(self.cfg)
         resumed = {}
         for chunk in chunks:
             if chunk in resumable:
@@ -219,30 +249,41 @@ class _Sweep:
                 if got is not None:
                     resumed[chunk] = got
                     print(f"attnsim: resuming a chunk of {len(chunk.rows)} runs from its checkpoint at step "
-                          f"{got.steps_done} of {self.cfg.steps}", file=sys.stderr)
+                          f"{got.steps_done} of {self.task.steps(self.cfg)}", file=sys.stderr)
         total = sum(len(c.rows) for c in chunks)
         ckpt = checkpoint.Checkpointer(self.writer.checkpoints, self.fingerprint, self.cfg.checkpoint_seconds)
         start = time.time()
         try:
             with tqdm(total=total, unit="run", disable=None if self.progress else True, file=sys.stderr,
                       bar_format="{l_bar}{bar}| {n:.1f}/{total} runs [{elapsed}<{remaining}] {postfix}") as bar:
-                curves = lambda table: sweep.append_results(self.writer.curves, table)  # noqa: E731
-                for rows in sweep.iterate(self.cfg, todo, chunks=chunks, engine=engine, resumed=resumed,
-                                          checkpointer=ckpt, progress=bar.update, status=bar.set_postfix_str,
-                                          on_curves=curves):
+                for rows in self.task.iterate(self.cfg, todo, chunks=chunks, engine=engine, resumed=resumed,
+                                              checkpointer=ckpt, progress=bar.update, status=bar.set_postfix_str,
+                                              **self._extra_tables()):
                     sweep.append_results(self.writer.results, rows)
                     checkpoint.fault("chunk")
         finally:
             ckpt.close()  # waits for a save in flight
         print(f"attnsim: {total} runs in {time.time() - start:.1f} s -> {self.writer.results}", file=sys.stderr)
 
+    def _extra_tables(self) -> dict:
+        """The callbacks by which the task's iterate hands over its other tables (appended like the results)."""
+        from attnsim import sweep
+
+        append = lambda path: lambda table: sweep.append_results(path, table)  # noqa: E731
+        if self.task is sweep:
+            return dict(on_curves=append(self.writer.curves))
+        return dict(on_attention=append(self.writer.table(workdir_lib.ATTENTION)))
+
     def _finish(self) -> None:
         from attnsim import plots, sweep
 
-        results = sweep.read_results(self.path / workdir_lib.RESULTS)
+        results = sweep.read_results(self.path / workdir_lib.RESULTS, self.task.KEY_COLUMNS)
         n_div = int(results.diverged.sum())
         if n_div:
             print(f"attnsim: warning: {n_div} of {len(results)} runs diverged (diverged=True in results.csv)",
                   file=sys.stderr)
-        figs = plots.plot_test_error(results, self.path / "test_error.png") if n_div < len(results) else []
+        figs = []
+        if n_div < len(results):
+            figs = (plots.plot_test_error(results, self.path / "test_error.png") if self.task is sweep else
+                    plots.plot_histogram_accuracy(results, self.path / "histogram_accuracy.png"))
         print(f"attnsim: wrote {', '.join(str(f) for f in [self.path / workdir_lib.RESULTS, *figs])}")

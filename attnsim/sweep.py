@@ -36,6 +36,11 @@ METRIC_COLUMNS = ["train_loss", "test_error", "m", "theta", "q", "lin_test_error
 KEY_COLUMNS = ["omega", "sigma", "lam", "alpha", "seed", "init"]
 
 
+def steps(cfg: ml_collections.ConfigDict) -> int:
+    """A run's training steps (the unit of progress and checkpoints; attnsim.tasks)."""
+    return cfg.steps
+
+
 def expand_grid(cfg: ml_collections.ConfigDict) -> pd.DataFrame:
     """One row per run: the product omega x sigma x lam x alpha x seed x init, with n = round(alpha d)."""
     rows = []
@@ -432,9 +437,9 @@ def plan(runs: pd.DataFrame, max_batch: int, resumable: list[checkpoint.Saved] =
     return first + plan_chunks(runs.drop(taken), max_batch, levels, max_seeds)
 
 
-def _record(runs: pd.DataFrame, chunk: Chunk) -> dict:
-    """A chunk as JSON: its seeds, n_max and, per group, the KEY_COLUMNS of its runs."""
-    keys = lambda g: [list(k) for k in runs.loc[list(g), KEY_COLUMNS].astype(object).itertuples(index=False)]
+def _record(runs: pd.DataFrame, chunk: Chunk, key_columns: list[str] = KEY_COLUMNS) -> dict:
+    """A chunk as JSON: its seeds, n_max and, per group, the ``key_columns`` of its runs."""
+    keys = lambda g: [list(k) for k in runs.loc[list(g), key_columns].astype(object).itertuples(index=False)]
     return dict(seeds=list(chunk.seeds), n_max=chunk.n_max, groups=[keys(g) for g in chunk.groups])
 
 
@@ -465,7 +470,7 @@ def iterate(cfg: ml_collections.ConfigDict, runs: pd.DataFrame, max_batch: int |
         done = start.steps_done if start else 0
         progress(len(chunk.rows) * done / cfg.steps)
         curve = dict(start.curve) if start and start.curve else {} if cfg.record_every else None
-        after = _after_segment(runs, chunk, checkpointer, done, cfg.steps,
+        after = after_segment(runs, chunk, checkpointer, done, cfg.steps,
                                lambda k, c=len(chunk.rows): progress(c * k / cfg.steps), curve)
         table = engine.run_chunk(runs, chunk, start and start.state, done, after, status, curve)
         if curve is not None and on_curves is not None:
@@ -490,14 +495,15 @@ def curve_rows(runs: pd.DataFrame, chunk: Chunk, curve: dict) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def _after_segment(runs: pd.DataFrame, chunk: Chunk, checkpointer: checkpoint.Checkpointer | None,
-                   steps_done: int, steps: int, progress: Callable[[float], None], curve: dict | None = None) -> Callable:
+def after_segment(runs: pd.DataFrame, chunk: Chunk, checkpointer: checkpoint.Checkpointer | None,
+                  steps_done: int, steps: int, progress: Callable[[float], None], curve: dict | None = None,
+                  key_columns: list[str] = KEY_COLUMNS) -> Callable:
     """The callback after each training segment of a chunk that starts at ``steps_done`` of ``steps``:
     ``progress(steps of the segment)``, a save (when due; none after the last segment, whose results
-    follow at once), then the fault hook."""
+    follow at once), then the fault hook. The checkpoint's record names the runs by ``key_columns``."""
     if checkpointer is not None:
         checkpointer.start_chunk()
-        record = _record(runs, chunk)
+        record = _record(runs, chunk, key_columns)
     previous = steps_done
 
     def after(state, done):
@@ -561,11 +567,11 @@ def append_results(path: Path, rows: pd.DataFrame) -> None:
         os.fsync(f.fileno())
 
 
-def missing_runs(runs: pd.DataFrame, done: pd.DataFrame | None) -> pd.DataFrame:
-    """The runs of ``runs`` not in ``done`` (matched on KEY_COLUMNS)."""
+def missing_runs(runs: pd.DataFrame, done: pd.DataFrame | None, keys: list[str] = KEY_COLUMNS) -> pd.DataFrame:
+    """The runs of ``runs`` not in ``done`` (matched on ``keys``)."""
     if done is None or done.empty:
         return runs
-    merged = runs.merge(done[KEY_COLUMNS].drop_duplicates(), on=KEY_COLUMNS, how="left", indicator=True)
+    merged = runs.merge(done[keys].drop_duplicates(), on=keys, how="left", indicator=True)
     return runs[(merged["_merge"] == "left_only").to_numpy()]
 
 

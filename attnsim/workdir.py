@@ -35,6 +35,7 @@ from attnsim.config import ConfigError
 CONFIG = "config.json"
 RESULTS = "results.csv"
 CURVES = "curves.csv"
+ATTENTION = "attention.csv"  # the histogram task's attention maps of a few validation sequences
 CHECKPOINTS = "checkpoints"
 PROCESSES = ".processes"  # heartbeat files of a multi-process launch (attnsim.cluster)
 
@@ -88,6 +89,10 @@ class Writer:
     def curves(self) -> Path:
         """Its learning curves (config.record_every): curves.csv or curves.TAG.csv, like results."""
         return self.workdir / (CURVES if self.lead else f"curves.{self.tag}.csv")
+
+    def table(self, name: str) -> Path:
+        """Its file of the table ``name`` (e.g. attention.csv): the name itself for the lead, NAME.TAG.csv else."""
+        return self.workdir / (name if self.lead else f"{Path(name).stem}.{self.tag}.csv")
 
     @property
     def checkpoints(self) -> Path:
@@ -144,7 +149,7 @@ def check(workdir: Path, cfg, shard: Shard | None) -> None:
 
 def clear(workdir: Path) -> None:
     """--overwrite: remove every results file, checkpoint folder and heartbeat."""
-    for f in sweep.table_files(workdir) + sweep.table_files(workdir, CURVES):
+    for f in sweep.table_files(workdir) + sweep.table_files(workdir, CURVES) + sweep.table_files(workdir, ATTENTION):
         f.unlink()
     for d in workdir.glob(f"{CHECKPOINTS}*"):
         shutil.rmtree(d, ignore_errors=True)
@@ -169,11 +174,14 @@ def record(workdir: Path, cfg, shard: Shard | None) -> None:
         tmp.unlink()
 
 
-def merge(workdir: Path) -> None:
-    """Merge every results file into results.csv (atomically), then remove the others and every checkpoint
-    folder of the lead and of the processes. Only for a lead whose launch is complete."""
-    for name, read in ((RESULTS, sweep.read_results), (CURVES, sweep.read_curves)):
-        table = read(workdir / name)
+def merge(workdir: Path, task=sweep) -> None:
+    """Merge every results file (and curves / attention file) into results.csv (curves.csv, attention.csv)
+    atomically, then remove the others and every checkpoint folder of the lead and of the processes. Only for
+    a lead whose launch is complete. ``task``: the sweep's (attnsim.tasks), whose KEY_COLUMNS identify a run."""
+    keys = task.KEY_COLUMNS
+    tables = [(RESULTS, keys), (CURVES, keys + ["step"]), (ATTENTION, keys + ["example", "query", "key"])]
+    for name, columns in tables:
+        table = sweep.read_results(workdir / name, columns)
         parts = [f for f in sweep.table_files(workdir, name) if f.name != name and ".shard" not in f.name]
         if parts and table is not None:
             tmp = workdir / (name + ".tmp")

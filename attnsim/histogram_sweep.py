@@ -25,7 +25,7 @@ import optax
 import pandas as pd
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from attnsim import checkpoint, histogram
+from attnsim import checkpoint, histogram, sweep
 from attnsim.config import ConfigError, check, is_num
 from attnsim.sweep import Chunk, ladder
 
@@ -319,7 +319,7 @@ class Engine:
         prog = self.programs(chunk.n_max)
         variants, n_train, keys, params, noise = jax.device_put(self.inputs(runs, chunk), prog.runs)
         if resume_state is not None:
-            state = jax.device_put(_pad_runs(resume_state, self.padded_shape(chunk)[1]), prog.runs)
+            state = jax.device_put(sweep.pad_leading(resume_state, self.padded_shape(chunk)), prog.runs)
         else:
             state = prog.setup(params)
         E = chunk_epochs(runs, chunk)
@@ -357,22 +357,6 @@ def chunk_epochs(runs: pd.DataFrame, chunk: Chunk) -> int:
     return int(epochs)
 
 
-def _pad_runs(tree, size: int):
-    """Pad the run axis (axis 1) of every leaf to ``size`` with copies of run 0 (discarded)."""
-    def pad(a):
-        a = np.asarray(a)
-        return np.concatenate([a, np.repeat(a[:, :1], size - a.shape[1], 1)], 1) if size > a.shape[1] else a
-    return jax.tree.map(pad, tree)
-
-
-def _rows(runs: pd.DataFrame, table: np.ndarray) -> pd.DataFrame:
-    out = runs.loc[table[:, 0].astype(np.int64)].copy()
-    for j, name in enumerate(METRIC_COLUMNS):
-        out[name] = table[:, 1 + j]
-    out["diverged"] = out["diverged"].astype(bool)
-    return out
-
-
 ATTENTION_COLUMNS = KEY_COLUMNS + ["example", "query", "key", "query_token", "key_token", "weight"]
 
 
@@ -396,8 +380,6 @@ def iterate(cfg, runs: pd.DataFrame, max_batch: int | None = None, devices=None,
             on_attention: Callable[[pd.DataFrame], None] | None = None) -> Iterator[pd.DataFrame]:
     """Yield the results of ``runs`` chunk by chunk (as ``sweep.iterate``); ``on_attention(table)`` receives
     each chunk's attention maps (:func:`attention_rows`) before its rows are yielded."""
-    from attnsim import sweep
-
     engine = engine or Engine(cfg, devices)
     if chunks is None:
         chunks = sweep_plan(cfg, runs, runs, max_batch or default_max_batch(cfg, len(engine.devices)))
@@ -413,4 +395,4 @@ def iterate(cfg, runs: pd.DataFrame, max_batch: int | None = None, devices=None,
         table, maps = engine.run_chunk(runs, chunk, start and start.state, done, after, status)
         if on_attention is not None:
             on_attention(attention_rows(runs, chunk.rows, maps, examples))
-        yield _rows(runs, table)
+        yield sweep.result_rows(runs, table, METRIC_COLUMNS)

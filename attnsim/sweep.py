@@ -239,7 +239,7 @@ def padded_count(count: int, devices: int) -> int:
     return -(-size // devices) * devices
 
 
-def _pad(tree, shape: tuple[int, ...]):
+def pad_leading(tree, shape: tuple[int, ...]):
     """Pad the leading axes of every leaf (host arrays) to ``shape`` by repeating index 0 along each (copies
     are discarded): a seed axis and a run axis for a chunk's parameters and states. numpy, on the host."""
     def pad(a):
@@ -282,7 +282,7 @@ class Engine:
     def state_template(self, n_max: int, shape: tuple[int, int]):
         """The structure of a chunk's TrainState padded to ``shape``, as zero host arrays."""
         one = _hparams(self.cfg, pd.DataFrame({c: [v] for c, v in _TEMPLATE_RUN.items()}), [0])
-        hp = _pad(jax.tree.map(lambda a: a[None], one), shape)  # (seeds, runs, ...)
+        hp = pad_leading(jax.tree.map(lambda a: a[None], one), shape)  # (seeds, runs, ...)
         seeds = np.zeros(shape[0], np.int32)
         abstract = jax.eval_shape(_setup(self.static(n_max)), np.int32(0), seeds, hp)[1]  # unsharded: any shape restores
         return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract)
@@ -294,7 +294,7 @@ class Engine:
         shape = self.padded_shape(chunk)
         hp = jax.tree.map(lambda *a: np.stack(a), *[_hparams(self.cfg, runs, g) for g in chunk.groups])
         seeds = np.asarray(chunk.seeds, np.int32)
-        return np.int32(self.cfg.seed), _pad(seeds, shape[:1]), _pad(hp, shape)
+        return np.int32(self.cfg.seed), pad_leading(seeds, shape[:1]), pad_leading(hp, shape)
 
     def is_compiled(self, chunk: Chunk) -> bool:
         """Whether this engine has already run a chunk of the same padded shape (its programs are compiled)."""
@@ -323,7 +323,7 @@ class Engine:
         hp = jax.device_put(hp, prog.runs)  # once per chunk
         sd, state = prog.setup(base, seeds, hp)
         if resume_state is not None:
-            state = jax.device_put(_pad(resume_state, shape), prog.runs)
+            state = jax.device_put(pad_leading(resume_state, shape), prog.runs)
         done, every = steps_done, self.cfg.record_every if curve is not None else 0
         if every and done == 0:
             curve[0] = jax.device_get(prog.observe(sd, hp, state))
@@ -406,10 +406,10 @@ def _compile(st: training.Static, devices: tuple) -> _Programs:
 _TEMPLATE_RUN = dict(omega=0.0, sigma=1.0, lam=0.0, alpha=1.0, n=1, seed=0, init="random")
 
 
-def _rows(runs: pd.DataFrame, table: np.ndarray) -> pd.DataFrame:
-    """Results rows (grid columns + metrics) from a run_chunk table."""
+def result_rows(runs: pd.DataFrame, table: np.ndarray, metric_columns: list[str] = METRIC_COLUMNS) -> pd.DataFrame:
+    """Results rows (grid columns + metrics) from a run_chunk table (row label, *metric_columns)."""
     out = runs.loc[table[:, 0].astype(np.int64)].copy()
-    for j, name in enumerate(METRIC_COLUMNS):
+    for j, name in enumerate(metric_columns):
         out[name] = table[:, 1 + j]
     out["diverged"] = out["diverged"].astype(bool)
     return out
@@ -475,7 +475,7 @@ def iterate(cfg: ml_collections.ConfigDict, runs: pd.DataFrame, max_batch: int |
         table = engine.run_chunk(runs, chunk, start and start.state, done, after, status, curve)
         if curve is not None and on_curves is not None:
             on_curves(curve_rows(runs, chunk, curve))
-        yield _rows(runs, table)
+        yield result_rows(runs, table)
 
 
 CURVE_COLUMNS = ["step", "train_loss", "m", "theta", "q"]

@@ -103,7 +103,7 @@ def main(argv=None):
     wall = time.perf_counter() - t0
     n_points = len(omegas) * args.n_alpha * 2
     print(f"== phase diagram: {len(omegas)} omegas x {args.n_alpha} alphas x 2 branches = {n_points} fixed "
-          f"points + alpha_c, alpha_l, quad_order={K} ({K**4} nodes, folded to {theory._n_nodes(K, True)}): "
+          f"points + alpha_c, alpha_l, quad_order={K} ({K**4} nodes, folded to {theory.GaussHermite(K).n_nodes(True)}): "
           f"{wall:.1f} s wall (incl. compilation), {args.workers} process(es), quadrature check "
           f"{'off' if args.no_check else 'on'}")
     print(lines.to_string(float_format=lambda v: f"{v:.4f}"))

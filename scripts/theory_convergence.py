@@ -59,32 +59,16 @@ def convergence_table(orders) -> pd.DataFrame:
 
 def solve_on_rule(branch: str, alphas, rule: theory.Quad, cold_each: bool = False, omega: float = 0.3
                   ) -> pd.DataFrame:
-    """Fixed points of one branch at omega (0.3) along alphas on any rule: continuation (the solver's own
-    path) or, with ``cold_each``, a cold start at every alpha from docs/theory.md's starting point (as the
-    authors computed theirs). One row per alpha."""
-    import jax
-    import jax.numpy as jnp
-
-    free = np.array([theory._FREE_Q_M_V_TH[branch]])
-    A = np.asarray(theory.STANDARD_A)
-    step = jax.jit(theory._continuation_step)
-    rows = []
-    with jax.enable_x64(True):
-        quad = theory.Quad(*(jnp.asarray(a, jnp.float64) for a in rule))
-        pb = theory.Problem(*(jnp.asarray([v], jnp.float64) for v in (omega, 0.5, 0.01, 0.0, A[0, 0], A[1, 1])))
-        start = lambda: theory._continuation_init(jnp.asarray([theory._START_Q_M_V_TH[branch]], jnp.float64),
-                                                  pb.sigma**2, len(rule.wt_N))
-        carry = start()
-        for a, al in enumerate(alphas):
-            if cold_each:
-                carry = start()
-            carry, out = step(carry, jnp.asarray(0 if cold_each else a), jnp.asarray([al], jnp.float64), pb,
-                              jnp.asarray(free, jnp.float64), quad, jnp.asarray(True))
-            x = np.asarray(out["x"][0])
-            rows.append(dict(branch=branch, alpha=al, q=x[0], m=abs(x[1]), V=x[2], theta=abs(x[3]),
-                             test_error=float(out["test_error"][0]), train_loss=float(out["train_loss"][0]),
-                             converged=bool(out["converged"][0])))
-    return pd.DataFrame(rows)
+    """Fixed points of one branch at omega (0.3) along alphas on any rule (``theory.Fixed``, unchecked):
+    continuation from the largest alpha down (the solver's own path) or, with ``cold_each``, a cold start
+    at every alpha from the branch's start point (as the authors computed theirs). One row per alpha, in
+    the order given."""
+    fixed = theory.Fixed(rule)
+    solve = lambda al: theory.solve([omega], al, quad_order=fixed, branches=(branch,), check=False)
+    df = pd.concat([solve([a]) for a in alphas]) if cold_each else solve(alphas)
+    df = df.set_index("alpha").loc[list(alphas)].reset_index()
+    return df.assign(m=df.m.abs(), theta=df.theta.abs())[
+        ["branch", "alpha", "q", "m", "V", "theta", "test_error", "train_loss", "converged"]]
 
 
 def qmc_rows(branch: str, alphas, m: int, seed: int, omega: float = 0.3) -> pd.DataFrame:
@@ -96,9 +80,7 @@ def qmc_rows(branch: str, alphas, m: int, seed: int, omega: float = 0.3) -> pd.D
 
     z = norm.ppf(qmc.Sobol(4, scramble=True, seed=seed).random_base2(m))
     z = np.concatenate([z, -z])
-    free = theory._FREE_Q_M_V_TH[branch]
-    mask = np.array([1.0, free[1], 1.0, free[3]])  # the pinned overlap's hat vanishes by symmetry
-    rule = theory.Quad(z[:, :2].copy(), z[:, 2:].copy(), np.full(len(z), 1.0 / len(z)), mask)
+    rule = theory.Quad(z[:, :2].copy(), z[:, 2:].copy(), np.full(len(z), 1.0 / len(z)))  # pinned hats: masked by Fixed
     return solve_on_rule(branch, alphas, rule, omega=omega).assign(omega=omega, rule=f"QMC 2x2^{m}", seed=seed)
 
 
@@ -123,10 +105,8 @@ def authors_rule_comparison() -> pd.DataFrame:
     for branch in ("semantic", "positional"):
         ref = load_reference(branch)
         ref = ref[ref.alpha >= 0.1].reset_index(drop=True)
-        mask = np.array([1.0, theory._FREE_Q_M_V_TH[branch][1], 1.0, theory._FREE_Q_M_V_TH[branch][3]])
         ours = pd.concat([theory.solve([0.3], [a], quad_order=theory.AUTHORS, branches=(branch,)) for a in ref.alpha])
-        rotated = solve_on_rule(branch, ref.alpha.to_numpy(), _rotated(theory.quad_rule_authors()._replace(
-            hat_mask_4=mask)), cold_each=True)
+        rotated = solve_on_rule(branch, ref.alpha.to_numpy(), _rotated(theory.quad_rule_authors()), cold_each=True)
         for name, df in (("authors' rule", ours), ("same rule rotated 45 deg", rotated)):
             df = df.sort_values("alpha").reset_index(drop=True)
             row = dict(branch=branch, rule=name, converged=f"{int(df.converged.sum())}/{len(df)}")

@@ -1,4 +1,4 @@
-"""Tests of the replica-theory solver (attnsim/theory.py), sized for a 2-core CPU (~70 s on one core).
+"""Tests of the replica-theory solver (attnsim/theory/), sized for a 2-core CPU (~70 s on one core).
 
 Quad orders are kept small here (K = 8: 4096 nodes, folded to 1056; within ~2e-3 of K = 16 at alpha =
 1.57 on the semantic branch); the full comparison with both reference files at the default order is
@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from attnsim import theory
+from attnsim.theory import branches, check, critical, inner, quadrature, saddle
 
 REF = Path(__file__).resolve().parent / "data" / "reference"  # the authors' numbers (see its README)
 K = 8
@@ -199,14 +200,14 @@ def _brute_force_min_M(nd, V, s2, side=151):
     """min M per node: a side x side grid over the disc |h - w|^2 <= V loss(w) (it contains h*), its best
     point polished by Newton."""
     N = nd.w1.shape[0]
-    R = jnp.sqrt(V * theory._loss(nd.w1, nd.w2, nd.T11, nd.T22, s2))
+    R = jnp.sqrt(V * inner.loss(nd.w1, nd.w2, nd.T11, nd.T22, s2))
     u = jnp.linspace(-1, 1, side)
     g1 = jnp.broadcast_to(nd.w1[None, None] + R[None, None] * u[:, None, None], (side, side, N)).reshape(-1, N)
     g2 = jnp.broadcast_to(nd.w2[None, None] + R[None, None] * u[None, :, None], (side, side, N)).reshape(-1, N)
-    M_grid = theory._M(g1, g2, theory.Node(*(a[None] for a in nd)), V, s2)
+    M_grid = inner.M(g1, g2, inner.Node(*(a[None] for a in nd)), V, s2)
     i = jnp.argmin(M_grid, axis=0)[None]
     b1, b2 = jnp.take_along_axis(g1, i, 0)[0], jnp.take_along_axis(g2, i, 0)[0]
-    return jnp.minimum(theory._M(*theory._newton(b1, b2, nd, V, s2, 30), nd, V, s2), M_grid.min(0))
+    return jnp.minimum(inner.M(*inner.newton(b1, b2, nd, V, s2, 30), nd, V, s2), M_grid.min(0))
 
 
 def test_inner_search_is_global():
@@ -215,11 +216,11 @@ def test_inner_search_is_global():
     A = np.asarray(theory.STANDARD_A)
     with jax.enable_x64(True):
         quad = theory.Quad(*(jnp.asarray(a) for a in theory.quad_rule(4)))
-        found = jax.jit(lambda nd, V: theory._M(*theory.inner_full(nd, V, 0.25, jnp.zeros((2, 256))), nd, V, 0.25))
+        found = jax.jit(lambda nd, V: inner.M(*inner.inner_full(nd, V, 0.25, jnp.zeros((2, 256))), nd, V, 0.25))
         brute = jax.jit(lambda nd, V: _brute_force_min_M(nd, V, 0.25))
         for x, om in (((0.043, 0.0, 30.8, 0.017), 0.3), ((0.05, 0.26, 12.9, 0.0), 0.3), ((0.03, 0.2, 20.0, 0.0), 0.0)):
-            pb = theory.Problem(*(jnp.asarray(v, jnp.float64) for v in (om, 0.5, 0.01, 1.0, A[0, 0], A[1, 1])))
-            nd, _, _ = theory._nodes(jnp.asarray(x), pb, quad)
+            pb = saddle.Problem(*(jnp.asarray(v, jnp.float64) for v in (om, 0.5, 0.01, 1.0, A[0, 0], A[1, 1])))
+            nd, _, _ = saddle.nodes(jnp.asarray(x), pb, quad)
             V = jnp.asarray(x[2])
             assert float(jnp.max(found(nd, V) - brute(nd, V))) < 1e-12
 
@@ -228,7 +229,7 @@ def test_folded_rule_same_fixed_point(monkeypatch):
     """Both branches are solved on folded rules (swap for A_11 = A_22, and negate / flip_y for the pinned
     m / theta); the full tensor rule gives the same fixed points."""
     folded = theory.solve([0.3], [2.0], quad_order=6)
-    monkeypatch.setattr(theory, "quad_rule_folded", lambda K, *symmetries: theory.quad_rule(K))
+    monkeypatch.setattr(quadrature, "quad_rule_folded", lambda K, *symmetries: theory.quad_rule(K))
     unfolded = theory.solve([0.3], [2.0], quad_order=6)
     assert folded.converged.all() and unfolded.converged.all()
     for col in ("q", "V", "theta", "test_error", "train_loss"):
@@ -240,16 +241,16 @@ def test_critical_line_is_the_last_crossing():
     train-loss difference at tiny alpha (branches barely distinct there) must not be taken."""
     alpha = np.linspace(0.02, 2.0, 12)
     diff = np.array([1e-9, -1e-9, 2e-6, 3e-6, 2e-6, 1e-6, 5e-7, -2e-7, -1e-6, -2e-6, -3e-6, -4e-6])
-    assert theory._last_crossing(alpha, diff) == 6
-    assert theory._last_crossing(alpha, np.abs(diff)) == -1
+    assert critical.last_crossing(alpha, diff) == 6
+    assert critical.last_crossing(alpha, np.abs(diff)) == -1
 
 
 def test_spinodal_edge_ignores_a_single_failed_point():
     T, F = True, False
-    assert theory._persistent_edge([T, T, F, T, T, T]) == -1  # one limit-cycle point is not an edge
-    assert theory._persistent_edge([T, T, F, F, F]) == 1
-    assert theory._persistent_edge([F, F, T, T]) == 1
-    assert theory._persistent_edge([T, T, T]) == -1
+    assert critical.persistent_edge([T, T, F, T, T, T]) == -1  # one limit-cycle point is not an edge
+    assert critical.persistent_edge([T, T, F, F, F]) == 1
+    assert critical.persistent_edge([F, F, T, T]) == 1
+    assert critical.persistent_edge([T, T, T]) == -1
 
 
 def test_quad_rule_authors_is_degree_7_per_pair():
@@ -363,14 +364,25 @@ def test_quadrature_check_covers_the_ends_of_a_branch():
     plain = theory.solve([0.3], np.round(np.linspace(0.3, 1.0, 12), 4), quad_order=6, branches=("semantic",),
                          check=False)
     plain.loc[plain.alpha == plain.alpha.min(), "converged"] = False
-    sparse = theory._quad_check_branches(plain, A, 6)
-    every = theory._quad_check(plain[plain.converged], A, 6)
+    sparse = check.quad_check_branches(plain, theory.GaussHermite(6), A)
+    every = check.quad_check(plain[plain.converged], theory.GaussHermite(6), A)
     np.testing.assert_array_equal(sparse.converged[plain.converged].to_numpy(), every.converged.to_numpy())
     assert not every.converged.all() and every.converged.any()  # the case has both verdicts
 
 
 def test_check_rule_of_odd_orders_is_even():
     """For odd K the check rule is the turned rule of order K + 1: no node on the diagonals."""
-    q = theory._problem_quad(7, np.asarray(theory.STANDARD_A), np.array(theory._FREE_Q_M_V_TH["semantic"]), True)
+    q = theory.GaussHermite(7).problem_quad(np.asarray(theory.STANDARD_A), branches.BRANCHES["semantic"].free, turned=True)
     real = q.wt_N > 0
     assert np.min(np.abs(np.abs(q.xi_Nx2[real, 0]) - np.abs(q.xi_Nx2[real, 1]))) > 1e-3
+
+
+def test_a_fixed_rule_is_used_as_given():
+    """quad_order may be any quadrature.Rule: the unfolded tensor rule passed as theory.Fixed gives the fixed
+    points of the folded Gauss-Hermite rule of the same order (same integrals; rtol 1e-6 allows the
+    different summation order and the solver's stopping tolerance), and is not checked."""
+    folded = theory.solve([0.3], [2.0, 1.8], quad_order=6, check=False)
+    fixed = theory.solve([0.3], [2.0, 1.8], quad_order=theory.Fixed(theory.quad_rule(6)))
+    assert folded.converged.all() and fixed.converged.all() and fixed.quad_spread.isna().all()
+    for col in ("q", "V", "theta", "test_error", "train_loss"):
+        np.testing.assert_allclose(fixed[col], folded[col], rtol=1e-6, atol=1e-12, err_msg=col)

@@ -22,7 +22,7 @@ NAMED_A = {
     "standard": ((0.6, 0.4), (0.4, 0.6)),
     "second": ((0.3, 0.7), (0.8, 0.2)),
 }
-INITS = ("random", "semantic", "positional")
+INITS = ("random", "semantic", "positional", "mixed")
 OPTIMIZERS = ("gd", "adam")
 LIN_INPUTS = ("x", "z")
 TASKS = ("attention", "histogram")
@@ -255,6 +255,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     check(len(cfg.inits) >= 1 and all(i in INITS for i in cfg.inits), "inits", cfg.inits,
            f"must be a non-empty tuple of {INITS}")
     check(len(set(cfg.inits)) == len(cfg.inits), "inits", cfg.inits, "has duplicates")
+    check("mixed" not in cfg.inits or cfg.r >= 2, "inits", cfg.inits,
+          f"'mixed' (one column semantic, one positional) needs a student rank r >= 2, not r = {cfg.r}")
     check(cfg.optimizer in OPTIMIZERS, "optimizer", cfg.optimizer, f"must be one of {OPTIMIZERS}")
     check(cfg.lin_input in LIN_INPUTS, "lin_input", cfg.lin_input, f"must be one of {LIN_INPUTS}")
     if isinstance(cfg.A, str):

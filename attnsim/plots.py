@@ -19,7 +19,8 @@ from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 
 from attnsim import report, sweep  # noqa: E402
 
-INIT_STYLE = {"random": ("tab:orange", "s"), "semantic": ("tab:blue", "o"), "positional": ("tab:green", "^")}
+INIT_STYLE = {"random": ("tab:orange", "s"), "semantic": ("tab:blue", "o"), "positional": ("tab:green", "^"),
+              "mixed": ("tab:purple", "D")}
 BRANCH_COLOR = {"semantic": "tab:blue", "positional": "tab:orange"}
 TEST_ERROR = r"test error $\varepsilon_g$"
 ALPHA = r"sample complexity $\alpha = n/d$"

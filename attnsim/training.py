@@ -27,7 +27,7 @@ import optax
 from attnsim import data
 from attnsim.config import NAMED_A
 
-INIT_IDS = {"random": 0, "semantic": 1, "positional": 2}
+INIT_IDS = {"random": 0, "semantic": 1, "positional": 2, "mixed": 3}
 RANDOM_INIT_STD = 0.1
 
 
@@ -100,13 +100,16 @@ def optimizer(static: Static, hp: HParams) -> optax.GradientTransformation:
 def initial_Q(static: Static, key, Q_star, p_LxD, init) -> jax.Array:
     """Q0_DxR. random: 0.1 N(0, 1) from (seed, init id); semantic: the first columns are Q*;
     positional: the first column is p_1 (= 1/sqrt(d) for the default embeddings, the authors' choice,
-    so m = 1/sqrt(d)); further columns keep the random init."""
+    so m = 1/sqrt(d)); mixed (r >= 2): the first column is Q*'s first, the second p_1 (one direction
+    semantic, one positional); further columns keep the random init."""
     Q_rand = RANDOM_INIT_STD * jax.random.normal(
         jax.random.fold_in(jax.random.fold_in(key, data.INIT), init), (static.d, static.r))
     k = min(static.r, static.r_t)
     Q_sem = Q_rand.at[:, :k].set(Q_star[:, :k])
     Q_pos = Q_rand.at[:, 0].set(p_LxD[0])
-    return jnp.select([init == INIT_IDS["semantic"], init == INIT_IDS["positional"]], [Q_sem, Q_pos], Q_rand)
+    Q_mix = Q_rand.at[:, 0].set(Q_star[:, 0]).at[:, 1].set(p_LxD[0]) if static.r >= 2 else Q_rand
+    return jnp.select([init == INIT_IDS["semantic"], init == INIT_IDS["positional"], init == INIT_IDS["mixed"]],
+                      [Q_sem, Q_pos, Q_mix], Q_rand)
 
 
 class Problem(NamedTuple):

@@ -30,6 +30,7 @@ BAD = [
     (["--config.A=((0.9,0.4),(0.4,0.6))"], "config.A"),
     (["--config.A=third"], "config.A"),
     (["--config.inits=('random','clever')"], "config.inits"),
+    (["--config.inits=('random','mixed')"], "config.inits"),  # mixed needs r >= 2
     (["--config.optimizer=sgd"], "config.optimizer"),
     (["--config.steps=0"], "config.steps"),
     (["--config.seeds=2.5"], "config.seeds"),

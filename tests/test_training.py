@@ -137,6 +137,22 @@ def test_inits_give_their_overlaps():
     assert float(rnd["q"]) == pytest.approx(0.25 * 0.01, rel=0.2)  # sigma^2 * 0.1^2
 
 
+def test_mixed_init_has_one_semantic_and_one_positional_column():
+    """mixed (r = 2): column 1 is Q*, column 2 is p_1 (per-column overlaps: theta ~ sigma^2 on the first,
+    m = 1/sqrt(d) on the second, each ~0 on the other column up to the random overlap ~1/sqrt(d))."""
+    d = 400
+    st = training.Static(d=d, r=2, n_max=1, n_test=1)
+    key = data.seed_key(0, 0)
+    Q_star = data.teacher(key, d, 1)
+    p = data.positional_embeddings(d, 2)
+    Q = training.initial_Q(st, key, Q_star, p, training.INIT_IDS["mixed"])
+    col = lambda j: training.overlaps(Q[:, j:j + 1], Q_star, p, 0.5)
+    sem, pos = col(0), col(1)
+    assert abs(float(sem["theta"]) - 0.25) < 0.05 and float(sem["m"]) < 0.15
+    assert abs(float(pos["m"]) - 1 / np.sqrt(d)) < 1e-6 and float(pos["theta"]) < 0.05 * 0.25
+    assert np.array_equal(np.asarray(Q[:, 1]), np.asarray(p[0]))
+
+
 def test_same_key_same_results(small_run):
     hp = training.hparams(n=40, init="random")
     a = small_run(data.seed_key(0, 1), hp)[1]

@@ -39,7 +39,7 @@ export PYTHONPATH=$PWD:/tmp/attnsim-site${PYTHONPATH:+:$PYTHONPATH}
 } 2>&1 | tee -a "$LOG" || exit 3
 
 echo "== 1. bandwidth and engine roofline (bench_sweep.py)" | tee -a "$LOG"
-if [ "${GPU_CHECK_TINY:-0}" = 1 ]; then BENCH_D="--dims $D"; else BENCH_D="--dims 1000"; fi
+if [ "${GPU_CHECK_TINY:-0}" = 1 ]; then BENCH_D="--dims $D --skip-authors"; else BENCH_D="--dims 1000"; fi
 timeout $LIMIT_BENCH python3 scripts/bench_sweep.py $BENCH_D --batches $BATCHES --roofline $BATCHES --skip-whole-run $STREAM \
   2>&1 | tee -a "$LOG" || echo "bench_sweep: exit or timeout (limit $LIMIT_BENCH s)" | tee -a "$LOG"
 

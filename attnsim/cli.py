@@ -72,8 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     multi.add_argument("--process-id", type=int, help="this process's index, 0 .. num-processes - 1")
     rep = sub.add_parser("report", help="figures and tables from what is in WORKDIR",
                          description="Read WORKDIR/results.csv (or WORKDIR/*/results.csv, e.g. one folder per d) and "
-                         "theory.csv, phase.csv; solve the theory where they lack a simulated point (L = 2, r = 1 "
-                         "only) and write them; write test_error, overlaps, phase_diagram (several omegas) and "
+                         "theory.csv, phase.csv; solve the theory where they lack a simulated point (the generic "
+                         "solver for L != 2 or rank > 1) and write them; write test_error, overlaps, phase_diagram (several omegas) and "
                          "scaling (several d) as .png and .pdf, summary.csv and summary.md (simulation mean +- std "
                          "per init and for the empirical global minimum next to the theory, alpha_c and alpha_l of "
                          "the theory and of the simulations).")

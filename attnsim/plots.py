@@ -21,7 +21,7 @@ from attnsim import report, sweep  # noqa: E402
 
 INIT_STYLE = {"random": ("tab:orange", "s"), "semantic": ("tab:blue", "o"), "positional": ("tab:green", "^"),
               "mixed": ("tab:purple", "D")}
-BRANCH_COLOR = {"semantic": "tab:blue", "positional": "tab:orange"}
+BRANCH_COLOR = {"semantic": "tab:blue", "positional": "tab:orange", "mixed": "tab:purple"}
 TEST_ERROR = r"test error $\varepsilon_g$"
 ALPHA = r"sample complexity $\alpha = n/d$"
 RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7,
@@ -282,6 +282,8 @@ def _theory_lines(ax, th: pd.DataFrame, column: str = "test_error", global_style
     th = th[th.converged.astype(bool)]
     for branch, color in BRANCH_COLOR.items():
         b = th[th.branch == branch].sort_values("alpha")
+        if b.empty:
+            continue
         y = b[column].abs().to_numpy()
         if global_style and "global_min" in b:
             ax.plot(b.alpha, y, color=color, lw=1.0, ls="--", alpha=0.8)

@@ -26,7 +26,7 @@ from attnsim import sweep, tasks
 
 POINT = ["omega", "sigma", "lam", "alpha"]
 GROUP = ["omega", "sigma", "lam", "d"]  # one curve in alpha (a workdir may hold several d, see read_workdir)
-BRANCH_OF = {"semantic": "semantic", "random": "positional", "positional": "positional"}
+BRANCH_OF = {"semantic": "semantic", "random": "positional", "positional": "positional", "mixed": "mixed"}
 
 
 def read_workdir(workdir: Path) -> tuple[pd.DataFrame | None, dict]:
@@ -120,7 +120,42 @@ def theory_options(results: pd.DataFrame, cfg: dict) -> dict:
     A = cfg.get("A", default.A)
     return dict(A=np.asarray(config_lib.NAMED_A[A] if isinstance(A, str) else A, np.float64),
                 quad_order=_quad_order(cfg.get("quad_order", default.quad_order)),
-                L=int(results.L.iloc[0]), r=int(results.r.iloc[0]), r_t=int(cfg.get("r_t", default.r_t)))
+                L=int(results.L.iloc[0]), r=int(results.r.iloc[0]), r_t=int(cfg.get("r_t", default.r_t)),
+                qmc_samples=int(cfg.get("qmc_samples", default.qmc_samples)))
+
+
+def generic(L: int, r: int, r_t: int) -> bool:
+    """Whether a model needs the generic theory (attnsim.theory.general): anything but L = 2, r = r_t = 1."""
+    return (int(L), int(r), int(r_t)) != (2, 1, 1)
+
+
+def _check_supported(L, r, r_t, sigma, A, alphas) -> None:
+    """The specialised or the generic solver's check_supported (ValueError, one line)."""
+    from attnsim import theory
+    from attnsim.theory import general
+
+    (general.check_supported if generic(L, r, r_t) else theory.check_supported)(L, r, r_t, sigma, A, alphas)
+
+
+def solve_theory(omegas, alphas, sigma, lam, opts: dict) -> pd.DataFrame:
+    """theory.solve, or theory.solve_general for a generic (L, r, r_t) (``opts``: theory_options)."""
+    from attnsim import theory
+
+    if generic(opts["L"], opts["r"], opts["r_t"]):
+        return theory.solve_general(omegas, alphas, opts["L"], opts["r"], opts["r_t"], sigma, lam, opts["A"],
+                                    n_samples=opts["qmc_samples"])
+    return theory.solve(omegas, alphas, sigma, lam, opts["A"], opts["quad_order"])
+
+
+def critical_lines_theory(omegas, sigma, lam, alpha_max, opts: dict) -> pd.DataFrame:
+    """theory.critical_lines, or theory.critical_lines_general for a generic (L, r, r_t)."""
+    from attnsim import theory
+
+    if generic(opts["L"], opts["r"], opts["r_t"]):
+        return theory.critical_lines_general(omegas, opts["L"], opts["r"], opts["r_t"], sigma, lam, opts["A"],
+                                             alpha_max=alpha_max, n_samples=opts["qmc_samples"])
+    return theory.critical_lines(omegas, sigma, lam, opts["A"], opts["quad_order"], alpha_max=alpha_max,
+                                 workers=theory.auto_workers(omegas))
 
 
 def _quad_order(value):
@@ -130,12 +165,9 @@ def _quad_order(value):
 
 def unsupported(results: pd.DataFrame, cfg: dict) -> str | None:
     """Why the theory does not cover this workdir (one line), or None."""
-    from attnsim import theory
-
     opts = theory_options(results, cfg)
     try:
-        theory.check_supported(opts["L"], opts["r"], opts["r_t"], results.sigma.unique(), opts["A"],
-                               results.alpha.unique())
+        _check_supported(opts["L"], opts["r"], opts["r_t"], results.sigma.unique(), opts["A"], results.alpha.unique())
     except ValueError as e:
         return str(e)
     return None
@@ -155,8 +187,6 @@ def complete_theory(results: pd.DataFrame, theory: pd.DataFrame | None, cfg: dic
                     n_extra: int = 16) -> tuple[pd.DataFrame | None, str]:
     """``theory`` plus the fixed points of the simulated points it lacks (per (sigma, lam): every omega on
     the simulated alphas and ``n_extra`` more up to the largest, for smooth curves); a one-line note."""
-    from attnsim import theory as theory_lib
-
     todo = missing_points(results, theory)
     if todo.empty:
         return theory, "theory.csv covers every simulated point"
@@ -168,26 +198,29 @@ def complete_theory(results: pd.DataFrame, theory: pd.DataFrame | None, cfg: dic
     for (sigma, lam), grp in todo.groupby(["sigma", "lam"]):
         top = grp.alpha.max()
         alphas = np.unique(np.round(np.r_[grp.alpha, np.linspace(top / n_extra, top, n_extra)], 6))
-        new.append(theory_lib.solve(np.unique(grp.omega), alphas, sigma, lam, opts["A"], opts["quad_order"]))
+        new.append(solve_theory(np.unique(grp.omega), alphas, sigma, lam, opts))
     out = pd.concat(([] if theory is None else [theory]) + new, ignore_index=True)
     out = out.drop_duplicates(POINT + ["branch"], keep="first").reset_index(drop=True)
-    return out, f"theory solved at {len(todo)} simulated points (quad_order {opts['quad_order']})"
+    return out, f"theory solved at {len(todo)} simulated points ({_rule(opts)})"
+
+
+def _rule(opts: dict) -> str:
+    if generic(opts["L"], opts["r"], opts["r_t"]):
+        return f"generic theory, {opts['qmc_samples']} quasi-Monte-Carlo points"
+    return f"quad_order {opts['quad_order']}"
 
 
 def compute_phase(results: pd.DataFrame, cfg: dict) -> tuple[pd.DataFrame | None, str]:
     """The theory's critical lines alpha_c(omega), alpha_l(omega) for every simulated (omega, sigma, lam), up
     to the largest simulated alpha; a one-line note."""
-    from attnsim import theory as theory_lib
-
     why = unsupported(results, cfg)
     if why:
         return None, f"no critical lines: {why}"
     opts = theory_options(results, cfg)
     top = float(results.alpha.max())
-    parts = [theory_lib.critical_lines(np.unique(g.omega), sigma, lam, opts["A"], opts["quad_order"], alpha_max=top,
-                                       workers=theory_lib.auto_workers(np.unique(g.omega)))
+    parts = [critical_lines_theory(np.unique(g.omega), sigma, lam, top, opts)
              for (sigma, lam), g in results.groupby(["sigma", "lam"])]
-    return pd.concat(parts, ignore_index=True), f"critical lines up to alpha = {top:g} (quad_order {opts['quad_order']})"
+    return pd.concat(parts, ignore_index=True), f"critical lines up to alpha = {top:g} ({_rule(opts)})"
 
 
 def select(df: pd.DataFrame | None, **values) -> pd.DataFrame:
@@ -240,12 +273,12 @@ def write_summary(table: pd.DataFrame, path: Path, phase: pd.DataFrame | None = 
 
 def check_theory_covers(cfg) -> None:
     """ConfigError (one line) unless the theory covers every (sigma, A, alpha) of the config."""
-    from attnsim import config as config_lib, theory
+    from attnsim import config as config_lib
 
     A = config_lib.teacher_A(cfg)
     for sigma in config_lib.sweep_values(cfg, "sigma"):
         try:
-            theory.check_supported(cfg.L, cfg.r, cfg.r_t, sigma, A, cfg.alphas)
+            _check_supported(cfg.L, cfg.r, cfg.r_t, sigma, A, cfg.alphas)
         except ValueError as e:
             raise config_lib.ConfigError(str(e)) from None
 
@@ -262,26 +295,24 @@ def _per_sigma_lam(cfg, fn) -> pd.DataFrame:
                      ignore_index=True)
 
 
+def _config_options(cfg, A) -> dict:
+    return dict(A=A, quad_order=cfg.quad_order, L=cfg.L, r=cfg.r, r_t=cfg.r_t, qmc_samples=cfg.qmc_samples)
+
+
 def theory_table(cfg) -> pd.DataFrame:
     """theory.csv of a config: every branch at every (omega, sigma, lam, alpha) (`attnsim theory`)."""
-    from attnsim import theory
-
-    return _per_sigma_lam(cfg, lambda om, s, l, A: theory.solve(om, cfg.alphas, sigma=s, lam=l, A=A,
-                                                                 quad_order=cfg.quad_order))
+    return _per_sigma_lam(cfg, lambda om, s, l, A: solve_theory(om, cfg.alphas, s, l, _config_options(cfg, A)))
 
 
 def phase_table(cfg) -> pd.DataFrame:
     """phase.csv of a config: alpha_c, alpha_l and the spinodals per (omega, sigma, lam) (`attnsim phase`)."""
-    from attnsim import theory
-
-    return _per_sigma_lam(cfg, lambda om, s, l, A: theory.critical_lines(
-        om, sigma=s, lam=l, A=A, quad_order=cfg.quad_order, alpha_max=max(cfg.alphas),
-        workers=theory.auto_workers(om)))
+    return _per_sigma_lam(cfg, lambda om, s, l, A: critical_lines_theory(om, s, l, max(cfg.alphas),
+                                                                          _config_options(cfg, A)))
 
 
 def write_all(workdir: Path) -> list[Path]:
     """`attnsim report`: figures and summary of WORKDIR. The theory (theory.csv, phase.csv) is computed where
-    missing and covered (L = 2, r = r_t = 1) and written next to the results. Returns the files written;
+    missing (the generic solver for L != 2 or r, r_t != 1) and written next to the results. Returns the files written;
     raises ConfigError (one line) for a workdir without results or whose runs all diverged."""
     import sys
 

@@ -108,12 +108,24 @@ def test_tiny_sweep_end_to_end_and_rerun_skips(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra", [["--config.r=2"], ["--config.L=3", "--config.A=((0.5,0.5,0),(0,0.5,0.5),(0.5,0,0.5))"]])
-def test_theory_refuses_what_it_does_not_cover(tmp_path, capsys, extra):
-    for cmd in ("theory", "phase"):
-        assert cli.main([cmd, "--config", DEMO, "--workdir", str(tmp_path / "o"), *extra]) == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and "the theory covers L = 2, r = r_t = 1" in err, err
-    assert not (tmp_path / "o").exists()
+def test_theory_and_phase_beyond_the_papers_case_use_the_generic_solver(tmp_path, extra):
+    """r = 2 or L = 3: `attnsim theory` and `phase` solve the generic theory (coarse: 256 QMC points)."""
+    args = ["--config", DEMO, "--workdir", str(tmp_path / "o"), "--config.alphas=(2.0,)", "--config.qmc_samples=256",
+            *extra]
+    assert cli.main(["theory", *args]) == 0
+    th = pd.read_csv(tmp_path / "o" / "theory.csv")
+    expected = {"semantic", "positional"} | ({"mixed"} if "--config.r=2" in extra else set())
+    assert set(th.branch) == expected and {"q_1", "theta_1", "m_1", "global_min", "lin_test_error"} <= set(th.columns)
+    assert cli.main(["phase", *args]) == 0
+    ph = pd.read_csv(tmp_path / "o" / "phase.csv")
+    assert {"alpha_c", "alpha_l", "alpha_sp_semantic", "global_branch_at_max"} <= set(ph.columns) and len(ph) == 1
+
+
+def test_theory_refuses_a_bad_qmc_sample_count(tmp_path, capsys):
+    assert cli.main(["theory", "--config", DEMO, "--workdir", str(tmp_path / "o"), "--config.r=2",
+                     "--config.qmc_samples=1000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "config.qmc_samples" in err and not (tmp_path / "o").exists()
 
 
 def test_theory_command_writes_theory_csv(tmp_path):

@@ -12,12 +12,15 @@ from attnsim import cli, config as config_lib, report, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.name for p in (ROOT / "configs").glob("*.py"))
-EXPERIMENTS = ["adam.py", "omega03.py", "phase_diagram.py", "rank2.py", "second_A.py", "sigma_lambda.py"]
-# d = 20, 30 steps, 2 alphas in one chunk (n = 30, 40), theory at 4 nodes per dimension.
+EXPERIMENTS = ["L3.py", "adam.py", "omega03.py", "phase_diagram.py", "rank2.py", "rank2_validation.py", "second_A.py",
+               "sigma_lambda.py"]
+# d = 20, 30 steps, 2 alphas in one chunk (n = 30, 40), theory at 4 nodes per dimension (256 QMC points for the
+# generic theory of L = 3 and r = 2).
 TINY = ["--config.d=20", "--config.steps=30", "--config.n_test=200", "--config.alphas=(1.5,2.0)",
-        "--config.seeds=2", "--config.quad_order=4"]
+        "--config.seeds=2", "--config.quad_order=4", "--config.qmc_samples=256"]
 # Fewer points than the reduced configs, where they sweep omega, sigma or lam.
-FEWER = {"phase_diagram.py": ["--config.omegas=(0.1,0.3,0.5)"],
+FEWER = {"phase_diagram.py": ["--config.omegas=(0.1,0.3,0.5)"], "rank2_validation.py": ["--config.omegas=(0.3,)"],
+         "L3.py": ["--config.omegas=(0.3,)"],
          "sigma_lambda.py": ["--config.sigmas=(0.5,1.0)", "--config.lams=(0.01,0.1)"]}
 FIGURES = ("test_error", "overlaps")
 
@@ -80,10 +83,10 @@ def test_reduced_config_runs_and_reports(tmp_path, name):
     _files_exist(workdir, stems)
     summary = _check_summary(workdir, results)
     md = (workdir / "summary.md").read_text()
-    if name == "rank2.py":  # the theory covers r = 1 only: skipped with a note
-        assert "no theory: r=2" in md and not (workdir / "theory.csv").exists()
-        return
     theory = pd.read_csv(workdir / "theory.csv")
+    if name in ("rank2.py", "rank2_validation.py"):  # the generic theory, with the mixed branch of r = 2
+        assert "generic theory, 256 quasi-Monte-Carlo points" in (workdir / "summary.md").read_text()
+        assert {"semantic", "positional", "mixed"} == set(theory.branch)
     phase = pd.read_csv(workdir / "phase.csv")
     assert {"alpha_c", "alpha_l"} <= set(phase.columns) and len(phase) == len(results.groupby(["omega", "sigma", "lam"]))
     assert "Theory: α_c = " in md and "Simulations: α_c ≈ " in md

@@ -29,7 +29,10 @@ The modules, in the order the computation uses them:
 - ``check``: the quadrature check (a fixed point counts only if the turned rule has it too);
 - ``fixed_points``: ``solve`` over grids, ``theory_at`` for simulated points;
 - ``critical``: ``critical_lines`` (alpha_c, alpha_l, spinodals as separate functions);
-- ``baseline``: the linear positional baseline; ``pool``: the process pool of ``critical_lines``.
+- ``baseline``: the linear positional baseline; ``pool``: the process pool of ``critical_lines``;
+- ``general``: the generic (L, r, r_t) theory (matrix order parameters, quasi-Monte-Carlo expectations,
+  branches including the mixed one of r >= 2; docs/theory_general.md): ``solve_general``,
+  ``critical_lines_general``. L = 2, r = 1 is an instance of it (tests/test_theory_general.py).
 
 Everything runs in float64 inside ``with jax.enable_x64(True):``; public functions return numpy /
 pandas float64, so a float32 caller is unaffected.
@@ -40,12 +43,13 @@ from attnsim.theory.branches import NAMES as BRANCHES
 from attnsim.theory.critical import critical_lines
 from attnsim.theory.domain import SECOND_A, STANDARD_A, check_supported
 from attnsim.theory.fixed_points import solve, theory_at
+from attnsim.theory.general import critical_lines as critical_lines_general, solve as solve_general
 from attnsim.theory.pool import auto_workers
 from attnsim.theory.quadrature import (AUTHORS, DEFAULT_QUAD_ORDER, Authors, Fixed, GaussHermite, Quad, Rule,
                                        quad_rule, quad_rule_authors, quad_rule_folded, quad_rule_sym)
 from attnsim.theory.saddle import ACCEPT_TOL
 
 __all__ = ["ACCEPT_TOL", "AUTHORS", "Authors", "BRANCHES", "DEFAULT_QUAD_ORDER", "Fixed", "GaussHermite", "Quad",
-           "Rule", "SECOND_A", "STANDARD_A", "auto_workers", "check_supported", "critical_lines",
+           "Rule", "SECOND_A", "STANDARD_A", "auto_workers", "check_supported", "critical_lines", "critical_lines_general",
            "linear_baseline_error", "quad_rule", "quad_rule_authors", "quad_rule_folded", "quad_rule_sym", "solve",
-           "theory_at"]
+           "solve_general", "theory_at"]

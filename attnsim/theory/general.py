@@ -502,20 +502,12 @@ COVERS = "the generic theory covers L >= 2, r >= 1, r_t >= 1, sigma > 0, a row-s
 
 def check_supported(L, r, r_t, sigma, A, alphas) -> None:
     """Raise ``ValueError`` (one line) unless the generic solver covers the point."""
-    sig = np.atleast_1d(np.asarray(sigma, dtype=float))
-    A_arr = np.asarray(A, dtype=float)
-    al = np.atleast_1d(np.asarray(alphas, dtype=float))
-    if int(L) < 2 or int(r) < 1 or int(r_t) < 1:
-        problem = f"L={L}, r={r}, r_t={r_t}"
-    elif not np.all(np.isfinite(sig)) or np.any(sig <= 0):
-        problem = f"sigma={sigma}"
-    elif A_arr.shape != (L, L) or np.any(A_arr < 0) or not np.allclose(A_arr.sum(1), 1.0, atol=1e-9):
-        problem = f"A={A_arr.tolist()}"
-    elif al.size == 0 or not np.all(np.isfinite(al)) or np.any(al <= 0):
-        problem = f"alphas={al.tolist()}"
-    else:
-        return
-    raise ValueError(f"{problem} is not supported: {COVERS}")
+    from attnsim.theory.domain import point_problem
+
+    bad_shape = int(L) < 2 or int(r) < 1 or int(r_t) < 1
+    problem = f"L={L}, r={r}, r_t={r_t}" if bad_shape else point_problem(int(L), sigma, A, alphas)
+    if problem:
+        raise ValueError(f"{problem} is not supported: {COVERS}")
 
 
 def default_branches(r: int) -> tuple[str, ...]:
@@ -579,13 +571,30 @@ def solve(omegas, alphas, L=2, r=1, r_t=1, sigma=0.5, lam=0.01, A=None, branches
         for sg in np.atleast_1d(np.asarray(sigma, np.float64)):
             for lm in np.atleast_1d(np.asarray(lam, np.float64)):
                 for b in names:
-                    for res in solve_branch(L, r, r_t, om, sg, lm, al_desc, A, specs[b], samples=samples):
+                    down = solve_branch(L, r, r_t, om, sg, lm, al_desc, A, specs[b], samples=samples)
+                    for res in _retry_upwards(down, L, r, r_t, om, sg, lm, A, specs[b], samples):
                         rows.append(dict(omega=om, sigma=sg, lam=lm, alpha=res["alpha"], branch=b, **_row(res, r)))
     df = pd.DataFrame(rows)
     lin = {(om, sg): linear_baseline_error(om, L, r_t, sg) for om, sg in df[["omega", "sigma"]].drop_duplicates().to_numpy()}
     df["lin_test_error"] = [lin[(om, sg)] for om, sg in df[["omega", "sigma"]].to_numpy()]
     df = mark_global(df)
     return df.sort_values(["omega", "sigma", "lam", "alpha", "branch"], kind="stable").reset_index(drop=True)
+
+
+def _retry_upwards(down: list, L, r, r_t, omega, sigma, lam, A, branch: Branch, samples) -> list:
+    """A continuation from the largest alpha down can miss a branch at its cold start (or after a failed
+    point): every point that did not converge is solved again warm from the converged point just below it
+    (alphas ascending), which is kept if it converges. ``down``: solve_branch's results, alphas descending."""
+    out = list(down)
+    for i in range(len(out) - 2, -1, -1):  # ascending alpha
+        below = out[i + 1]
+        if not out[i]["converged"] and below["converged"]:
+            res = solve_point(L, r, r_t, omega, sigma, lam, out[i]["alpha"], A, branch, samples=samples,
+                              x0=below["x"], h0=below["h"])
+            res["alpha"] = out[i]["alpha"]
+            if res["converged"]:
+                out[i] = res
+    return out
 
 
 def _last_crossing(x, y) -> float:

@@ -84,10 +84,33 @@ def tables(workdir: Path, th: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def finite_size(wd_small: Path, wd_large: Path, th: pd.DataFrame) -> str:
+    """The empirical global minimum at two d (the same points, every init of the larger run) and its linear
+    extrapolation in 1/d, next to the theory's global minimum."""
+    def gmin(wd):
+        res = sweep.read_results(wd / "results.csv")
+        res = res[~res.diverged.astype(bool)]
+        g = sweep.global_minimum(res).groupby(["omega", "alpha"]).test_error
+        return g.mean(), g.sem(), int(res.d.iloc[0])
+    (m1, s1, d1), (m2, s2, d2) = gmin(wd_small), gmin(wd_large)
+    lines = [f"| ω | α | simulation d = {d1} | simulation d = {d2} | extrapolated to 1/d → 0 | theory | "
+             f"rel. diff d = {d1} / {d2} / extrapolated |", "|---|---|---|---|---|---|---|"]
+    for (om, al), v2 in m2.items():
+        v1 = m1.loc[(om, al)]
+        ext = (d2 * v2 - d1 * v1) / (d2 - d1)  # a + b / d through both points
+        t = th[np.isclose(th.omega, om) & np.isclose(th.alpha, al) & th.global_min.astype(bool)]
+        te = t.test_error.iloc[0] if len(t) else np.nan
+        lines.append(f"| {om:g} | {al:g} | {v1:.5g} ± {s1.loc[(om, al)]:.2g} | {v2:.5g} ± {s2.loc[(om, al)]:.2g} | "
+                     f"{ext:.5g} | {te:.5g} ({t.branch.iloc[0] if len(t) else '–'}) | "
+                     f"{v1 / te - 1:+.1%} / {v2 / te - 1:+.1%} / {ext / te - 1:+.1%} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rank2", type=Path, help="workdir of configs/rank2_validation.py")
     ap.add_argument("--L3", type=Path, help="workdir of configs/L3.py")
+    ap.add_argument("--rank2-large-d", type=Path, help="workdir of the same r = 2 points at a larger d (finite size)")
     ap.add_argument("--samples", type=int, default=2**14)
     ap.add_argument("--theory-only", action="store_true", help="solve and cache the theory; no tables")
     ap.add_argument("--out", type=Path, help="write the markdown here (default: print)")
@@ -102,6 +125,8 @@ def main() -> None:
         if not args.theory_only:
             parts.append(f"## {name}\n\nTheory: {args.samples} QMC points, {len(th)} (ω, α, branch) points"
                          + (f" in {seconds:.0f} s" if np.isfinite(seconds) else " (cached)") + ".\n\n" + tables(wd, th))
+            if wd is args.rank2 and args.rank2_large_d is not None:
+                parts.append("### Finite size: the global minimum at two d\n\n" + finite_size(wd, args.rank2_large_d, th))
     if parts:
         text = "\n\n".join(parts) + "\n"
         if args.out:

@@ -10,13 +10,8 @@
 Usage: python scripts/bench_theory.py [--quad-order K] [--n-omega 46] [--n-alpha 100] [--ref-iters 2]
        [--skip-reference] [--compare-refinement] [--workers N] [--no-check]
 
-Measured (output in docs/bench_theory.txt; compilation included): K = 10 (2550 folded nodes per problem)
-with solve's quadrature check, the full 46 x 100 diagram in 56.8 s on both cores of this CPU (--workers 2,
-the default), 80.1 s on one core (`taskset -c 1`), 54.5 s on one core without the check (--no-check; the
-previous version, without the check, took 58.7 s there; the one before it ~7.5 min). The reference
-algorithm: ~29-34 s per outer iteration at 10^4 nodes -> speed-up ~5e5 (extrapolated over 100 iterations
-x 9200 points).
-Accuracy of K = 10: see theory.DEFAULT_QUAD_ORDER and docs/theory_convergence.txt.
+Measured numbers: docs/bench_theory.txt and the README's Theory section. Accuracy of K = 10: docs/theory.md
+("Numerics") and docs/theory_convergence.txt.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ Synopsis::
 ``summary(results, theory)`` has one row per (omega, sigma, lam, d, alpha, who), where ``who`` is an init or
 ``global`` (the empirical global minimum: per seed, the init with the lowest train_loss), with the mean,
 standard deviation and count over seeds of the test error, and, with a theory table, the test error of the
-matching branch (semantic init -> semantic, random/positional init -> positional, global -> the theory's
-global minimum) and the relative difference.
+matching branch (semantic init -> semantic, random/positional init -> positional, mixed init -> mixed,
+global -> the theory's global minimum) and the relative difference.
 """
 
 from __future__ import annotations

@@ -34,6 +34,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm, qmc
 
+from attnsim.theory.critical import persistent_edge
+from attnsim.theory.domain import STANDARD_A, point_problem
+from attnsim.theory.fixed_points import mark_global
+
 KEYS = ("q", "V", "m", "theta")
 DEFAULT_SAMPLES = 2**12  # QMC points of solve / critical_lines (scripts and docs use 2**14 for tables)
 
@@ -502,8 +506,6 @@ COVERS = "the generic theory covers L >= 2, r >= 1, r_t >= 1, sigma > 0, a row-s
 
 def check_supported(L, r, r_t, sigma, A, alphas) -> None:
     """Raise ``ValueError`` (one line) unless the generic solver covers the point."""
-    from attnsim.theory.domain import point_problem
-
     bad_shape = int(L) < 2 or int(r) < 1 or int(r_t) < 1
     problem = f"L={L}, r={r}, r_t={r_t}" if bad_shape else point_problem(int(L), sigma, A, alphas)
     if problem:
@@ -556,9 +558,6 @@ def solve(omegas, alphas, L=2, r=1, r_t=1, sigma=0.5, lam=0.01, A=None, branches
     (as ``_row``), test_error, train_loss, converged, iterations, residual, per-direction q_j, m_j, theta_j,
     lin_test_error, global_min.
     """
-    from attnsim.theory.domain import STANDARD_A
-    from attnsim.theory.fixed_points import mark_global
-
     A = np.asarray(STANDARD_A if A is None else A, np.float64)
     al = np.atleast_1d(np.asarray(alphas, np.float64))
     check_supported(L, r, r_t, sigma, A, al)
@@ -618,8 +617,6 @@ def critical_lines(omegas, L=2, r=1, r_t=1, sigma=0.5, lam=0.01, A=None, alpha_m
     NaN where none in (0, alpha_max]. Also global_branch_at_max: the global minimum at alpha_max.
     Returns one row per (omega, sigma, lam).
     """
-    from attnsim.theory.critical import persistent_edge
-
     alpha_A = alpha_max * np.arange(1, n_grid + 1) / n_grid
     names = tuple(branches or default_branches(r))
     df = solve(omegas, alpha_A, L, r, r_t, sigma, lam, A, names, n_samples, seed)

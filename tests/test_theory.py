@@ -386,3 +386,10 @@ def test_a_fixed_rule_is_used_as_given():
     assert folded.converged.all() and fixed.converged.all() and fixed.quad_spread.isna().all()
     for col in ("q", "V", "theta", "test_error", "train_loss"):
         np.testing.assert_allclose(fixed[col], folded[col], rtol=1e-6, atol=1e-12, err_msg=col)
+
+
+@pytest.mark.parametrize("bad", ["ten", 1, 2.5, True])
+def test_a_bad_quad_order_is_one_line(bad):
+    with pytest.raises(ValueError, match="quad_order=.* must be an integer >= 2") as e:
+        theory.solve([0.3], [1.0], quad_order=bad)
+    assert "\n" not in str(e.value)

@@ -216,6 +216,9 @@ def resolve(quad_order) -> Rule:
         return quad_order
     if quad_order == AUTHORS:
         return Authors()
+    if isinstance(quad_order, bool) or not isinstance(quad_order, (int, np.integer)) or quad_order < 2:
+        raise ValueError(f"quad_order={quad_order!r} must be an integer >= 2 (Gauss-Hermite nodes per dimension), "
+                         f"{AUTHORS!r} or a quadrature.Rule")
     return GaussHermite(int(quad_order))
 
 
